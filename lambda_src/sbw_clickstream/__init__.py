@@ -1,0 +1,1 @@
+"""SBW clickstream platform: the event contract, the ingest and ETL Lambda functions."""

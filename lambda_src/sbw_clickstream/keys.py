@@ -1,0 +1,57 @@
+"""The raw bucket's key layout and time-ordered ids (UUIDv7): the one place both are defined."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from datetime import UTC, date, datetime
+
+EVENTS_PREFIX = "events/"
+FAILED_PREFIX = "failed/"
+
+_EVENT_KEY = re.compile(
+    r"^events/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/event-(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.json$"
+)
+
+
+def uuid7(unix_ms: int | None = None) -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit millisecond timestamp then random bits, so ids sort by time."""
+    ms = time.time_ns() // 1_000_000 if unix_ms is None else unix_ms
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
+    return uuid.UUID(int=value)
+
+
+def uuid7_time(value: uuid.UUID) -> datetime:
+    """The UTC millisecond timestamp carried by a UUIDv7."""
+    return datetime.fromtimestamp((value.int >> 80) / 1000, tz=UTC)
+
+
+def day_prefix(kind_prefix: str, day: date) -> str:
+    """`events/YYYY/MM/DD/` (or `failed/...`) for a UTC day."""
+    return f"{kind_prefix}{day:%Y/%m/%d}/"
+
+
+def event_key(received_at: datetime, object_id: uuid.UUID) -> str:
+    """Key of the raw object written for one accepted request."""
+    return f"{day_prefix(EVENTS_PREFIX, received_at.astimezone(UTC).date())}event-{object_id}.json"
+
+
+def failed_key(received_at: datetime, object_id: uuid.UUID) -> str:
+    """Key of the record kept for one rejected request."""
+    return f"{day_prefix(FAILED_PREFIX, received_at.astimezone(UTC).date())}request-{object_id}.json"
+
+
+def parse_event_key(key: str) -> tuple[date, uuid.UUID] | None:
+    """(UTC day, object id) of a raw event key, or None when the key is not in the layout."""
+    match = _EVENT_KEY.match(key)
+    if not match:
+        return None
+    day = date(int(match["y"]), int(match["m"]), int(match["d"]))
+    return day, uuid.UUID(match["id"])
