@@ -10,18 +10,20 @@ import copy
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
-from importlib import resources
-from typing import Any
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-from jsonschema import Draft202012Validator
+
+if TYPE_CHECKING:  # jsonschema is imported on the (rare) error path only: it costs ~40 ms at cold start
+    from jsonschema import Draft202012Validator
 
 SCHEMA_RESOURCE = "schemas/clickstream-event.v1.json"
+SCHEMA_PATH = Path(__file__).with_name("schemas") / Path(SCHEMA_RESOURCE).name
 
-EVENT_SCHEMA: dict[str, Any] = json.loads(
-    resources.files(__package__).joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
-)
+EVENT_SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 SCHEMA_VERSION: str = EVENT_SCHEMA["x-schema-version"]
 STANDARD_EVENT_NAMES: tuple[str, ...] = tuple(EVENT_SCHEMA["x-standard-event-names"])
 
@@ -31,10 +33,19 @@ REQUIRED_FIELDS: tuple[str, ...] = tuple(EVENT_SCHEMA["required"])
 
 # Fields ingest adds; the stored (enriched) event is the client event plus these.
 ENRICHMENT_PROPERTIES: dict[str, Any] = {
-    "received_at": {"type": "string", "maxLength": 40},
+    "received_at": {
+        "description": "Server time of receipt (UTC, RFC 3339); its date is the key's YYYY/MM/DD.",
+        "type": "string",
+        "maxLength": 40,
+        "pattern": EVENT_SCHEMA["properties"]["event_timestamp"]["pattern"],
+    },
     "schema_version": {"type": "string", "maxLength": 16},
     "user_agent": {"type": ["string", "null"], "maxLength": 512},
-    "client_ip": {"type": ["string", "null"], "maxLength": 64},
+    "client_ip": {
+        "description": "Client IP truncated for privacy: IPv4 to its /24, IPv6 to its /48 (network address).",
+        "type": ["string", "null"],
+        "maxLength": 64,
+    },
 }
 ENRICHMENT_FIELDS: tuple[str, ...] = tuple(ENRICHMENT_PROPERTIES)
 
@@ -43,7 +54,7 @@ def _stored_schema() -> dict[str, Any]:
     schema = copy.deepcopy(EVENT_SCHEMA)
     schema["title"] = "Stored clickstream event (enriched by ingest)"
     schema["properties"].update(copy.deepcopy(ENRICHMENT_PROPERTIES))
-    schema["required"] = [*REQUIRED_FIELDS, "event_id"]
+    schema["required"] = [*REQUIRED_FIELDS, "event_id", "received_at", "schema_version"]
     return schema
 
 
@@ -52,10 +63,40 @@ STORED_EVENT_SCHEMA: dict[str, Any] = _stored_schema()
 MAX_EVENTS_PER_REQUEST = 500
 MAX_BODY_BYTES = 1024 * 1024
 
+# Fast path: compiled once (the client schema at import, the stored one on first use).
 _fast_client = fastjsonschema.compile(EVENT_SCHEMA)
-_fast_stored = fastjsonschema.compile(STORED_EVENT_SCHEMA)
-_full_client = Draft202012Validator(EVENT_SCHEMA)
-_full_stored = Draft202012Validator(STORED_EVENT_SCHEMA)
+
+
+@cache
+def _fast_stored() -> Any:
+    return fastjsonschema.compile(STORED_EVENT_SCHEMA)
+
+
+@cache
+def _full_validator(stored: bool) -> Draft202012Validator:
+    """The complete validator, built on first use, with ECMA-262 `$` semantics like the fast path.
+
+    Python's `re.search` lets `$` match before a trailing newline ("page_view\\n"); fastjsonschema
+    rewrites `$` to `\\Z`. The `pattern` keyword is overridden the same way so both paths agree.
+    """
+    import re
+
+    from fastjsonschema.draft04 import DOLLAR_FINDER
+    from jsonschema import Draft202012Validator, ValidationError, validators
+
+    compiled: dict[str, re.Pattern[str]] = {}
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Any:
+        if not validator.is_type(instance, "string"):
+            return
+        regex = compiled.get(patrn)
+        if regex is None:
+            regex = compiled[patrn] = re.compile(DOLLAR_FINDER.sub(r"\\Z", patrn))
+        if not regex.search(instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    strict = validators.extend(Draft202012Validator, {"pattern": pattern})
+    return strict(STORED_EVENT_SCHEMA if stored else EVENT_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +127,32 @@ def parse_timestamp(value: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and `Z` (how ingest writes received_at)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _string_violation(value: str) -> str | None:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot encode lone surrogates (from JSON escapes)."""
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (no lone surrogate escapes)"
+    return None
+
+
 def _semantic_violations(event: dict[str, Any], index: int | None) -> list[Violation]:
-    """Rules JSON Schema cannot express: real calendar timestamps, discount <= price, finite numbers."""
+    """Rules JSON Schema cannot express: real calendar timestamps, discount <= price, finite numbers,
+    strings that UTF-8 and PostgreSQL can store."""
     found: list[Violation] = []
+    for name, value in event.items():
+        if isinstance(value, str):
+            problem = _string_violation(value)
+            if problem:
+                found.append(Violation(index, f"/{name}", problem))
     ts = event.get("event_timestamp")
     if isinstance(ts, str):
         try:
@@ -118,10 +182,11 @@ def _semantic_violations(event: dict[str, Any], index: int | None) -> list[Viola
     return found
 
 
-def _violations(event: Any, index: int | None, fast: Any, full: Draft202012Validator) -> list[Violation]:
+def _violations(event: Any, index: int | None, fast: Any, stored: bool) -> list[Violation]:
     try:
         fast(event)
     except fastjsonschema.JsonSchemaException:
+        full = _full_validator(stored)
         errors = sorted(full.iter_errors(event), key=lambda e: (list(e.absolute_path), e.message))
         found = [Violation(index, _pointer(e.absolute_path), e.message) for e in errors]
         if not found:  # the two validators disagree: never accept silently
@@ -132,12 +197,12 @@ def _violations(event: Any, index: int | None, fast: Any, full: Draft202012Valid
 
 def validate_event(event: Any, index: int | None = None) -> list[Violation]:
     """Violations of one client event (empty list when valid)."""
-    return _violations(event, index, _fast_client, _full_client)
+    return _violations(event, index, _fast_client, False)
 
 
 def validate_stored_event(event: Any, index: int | None = None) -> list[Violation]:
     """Violations of one stored (enriched) event as read back from the raw bucket."""
-    return _violations(event, index, _fast_stored, _full_stored)
+    return _violations(event, index, _fast_stored(), True)
 
 
 def validate_events(events: list[Any]) -> list[Violation]:

@@ -1,0 +1,198 @@
+"""Dashboard queries at warehouse scale: p50/p95 of every query of the sbw_dashboard app.
+
+Loads N synthetic events (default 10 million, ``SBW_BENCH_DASHBOARD_EVENTS`` to change) with
+``COPY`` into a throw-away PostgreSQL 15 with the real warehouse migrations, then times each
+query of ``roles/sbw_dashboard/files/app/sql/dashboard.sql`` (the very text the app runs, as the
+dashboard's read-only login) for a 7-day and a 90-day window, and prints p50/p95 as a ratio to a
+``count(*)`` over the same window measured in the same run. Goal from the issue: p95 < 300 ms at
+10 M events (printed for orientation; the ratio is the portable figure).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import re
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SQL_FILE = REPO / "roles" / "sbw_dashboard" / "files" / "app" / "sql" / "dashboard.sql"
+BLOCK = re.compile(r"^-- name: (?P<name>\S+)\s*$", re.M)
+PARAMS = re.compile(r"^-- params:(?P<params>.*)$", re.M)
+EVENTS = int(os.environ.get("SBW_BENCH_DASHBOARD_EVENTS", "10000000"))
+HISTORY_DAYS = 120
+CHUNK = 200_000
+
+
+def load_queries(path: Path = SQL_FILE) -> dict[str, tuple[str, list[str]]]:
+    """The app's SQL blocks: name -> (statement with $n placeholders, parameter names in order)."""
+    text = path.read_text(encoding="utf-8")
+    starts = list(BLOCK.finditer(text))
+    queries = {}
+    for i, match in enumerate(starts):
+        body = text[match.start() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+        params_match = PARAMS.search(body)
+        params = params_match["params"].split() if params_match else []
+        sql = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
+        queries[match["name"]] = (sql.strip().rstrip(";"), params)
+    return queries
+
+
+def to_psycopg(query: tuple[str, list[str]]) -> tuple[str, list[str]]:
+    """$n placeholders -> psycopg2's %s (each $n used once per position), with the value names in order."""
+    sql, names = query
+    order: list[str] = []
+
+    def repl(match: re.Match[str]) -> str:
+        order.append(names[int(match[1]) - 1])
+        return "%s"
+
+    return re.sub(r"\$(\d+)", repl, sql.replace("%", "%%")), order
+
+
+def _rows(n: int, now: datetime, rnd: random.Random) -> io.StringIO:
+    """`n` events as COPY text: sessions of 1-8 events spread over HISTORY_DAYS before `now`."""
+    names = ("page_view", "product_view", "add_to_cart", "begin_checkout", "purchase", "search")
+    cats = [f"cat{i:02d}" for i in range(20)]
+    brands = [f"brand{i:02d}" for i in range(60)]
+    out = io.StringIO()
+    written = 0
+    span = HISTORY_DAYS * 86400
+    while written < n:
+        session = uuid.UUID(int=rnd.getrandbits(128)).hex
+        client = f"c{rnd.randrange(n // 20 + 1)}"
+        logged = rnd.random() < 0.35
+        user = f"u{client[1:]}" if logged else r"\N"
+        state, source = ("logged_in", "cognito") if logged else ("guest", "anonymous")
+        t = now.timestamp() - rnd.random() * span
+        for step in range(min(rnd.randint(1, 8), n - written)):
+            name = names[min(step, 5)] if step < 5 and rnd.random() < 0.8 else rnd.choice(names)
+            p = rnd.randrange(2000)
+            price = 5 + p % 300
+            ts = datetime.fromtimestamp(t, UTC).isoformat()
+            out.write(
+                f"{uuid.UUID(int=rnd.getrandbits(128), version=4)}\t{ts}\t{name}\t{user}\t{state}\t{source}\t"
+                f"{client}\t{session}\t{'t' if step == 0 and rnd.random() < 0.3 else 'f'}\t"
+                f"p{p}\tProduct {p}\t{cats[p % 20]}\t{brands[p % 60]}\t{price}.00\t\\N\t/p/{p}\t"
+                f"events/{ts[:10].replace('-', '/')}/event-{session}.json\n"
+            )
+            t += rnd.randint(5, 120)
+            written += 1
+    out.seek(0)
+    return out
+
+
+def load(conn: Any, n: int) -> float:
+    """COPY `n` synthetic events in chunks; returns rows/s."""
+    rnd = random.Random(42)
+    now = datetime.now(UTC)
+    cols = (
+        "event_id, event_timestamp, event_name, user_id, user_login_state, identity_source, client_id, "
+        "session_id, is_first_visit, context_product_id, context_product_name, context_product_category, "
+        "context_product_brand, context_product_price, context_product_discount_price, "
+        "context_product_url_path, source_key"
+    )
+    started = time.perf_counter()
+    done = 0
+    with conn.cursor() as cur:
+        while done < n:
+            size = min(CHUNK, n - done)
+            cur.copy_expert(f"COPY clickstream_events ({cols}) FROM STDIN", _rows(size, now, rnd))
+            conn.commit()
+            done += size
+            print(f"   loaded {done:,}/{n:,}", file=sys.stderr, flush=True)
+        conn.autocommit = True
+        cur.execute("VACUUM ANALYZE clickstream_events")
+    return n / (time.perf_counter() - started)
+
+
+def _time(cur: Any, sql: str, values: list[str], reps: int) -> list[float]:
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        cur.execute(sql, values)
+        cur.fetchall()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def _p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, float, float]]:
+    """(query, p50 ms, p95 ms, p50 ratio, p95 ratio) for a window of `days` ending today (UTC)."""
+    today = date.today()
+    args = {
+        "date_from": (today - timedelta(days=days - 1)).isoformat(),
+        "date_to": today.isoformat(),
+        "timezone": "UTC",
+        "category": "",
+        "brand": "",
+        "event_name": "",
+        "granularity": "day" if days > 7 else "hour",
+        "order_by": "views",
+        "row_limit": "10",
+    }
+    baseline_sql = (
+        "SELECT count(*) FROM clickstream_events WHERE event_timestamp >= (%s::date)::timestamp AT TIME ZONE %s "
+        "AND event_timestamp < (%s::date + 1)::timestamp AT TIME ZONE %s"
+    )
+    baseline_args = [args["date_from"], "UTC", args["date_to"], "UTC"]
+    results = []
+    with reader.cursor() as cur:
+        _time(cur, baseline_sql, baseline_args, 1)  # warm the cache
+        base = _time(cur, baseline_sql, baseline_args, reps)
+        b50, b95 = _p(base, 0.5), _p(base, 0.95)
+        results.append(("count(*) baseline", b50 * 1e3, b95 * 1e3, 1.0, 1.0))
+        for name, query in load_queries().items():
+            sql, names = to_psycopg(query)
+            samples = _time(cur, sql, [args[n] for n in names], reps)
+            p50, p95 = _p(samples, 0.5), _p(samples, 0.95)
+            results.append((name, p50 * 1e3, p95 * 1e3, p50 / b50, p95 / b95))
+    return results
+
+
+def main() -> None:
+    sys.path[:0] = [str(REPO), str(REPO / "lambda_src")]
+    import psycopg2
+
+    from tests.fixtures.postgres import create_warehouse_template, start_pg_server
+
+    server = start_pg_server()
+    try:
+        name = server.create_database(template=create_warehouse_template(server), prefix="benchdash")
+        conn = psycopg2.connect(server.dsn(name))
+        try:
+            rate = load(conn, EVENTS)
+        finally:
+            conn.close()
+        print(f"dashboard: loaded {EVENTS:,} synthetic events with COPY at {rate:,.0f} rows/s")
+        dash = server.users["sbw_dashboard"]
+        reader = psycopg2.connect(server.dsn(name, dash.user, dash.password))
+        reader.autocommit = True
+        try:
+            for days, reps in ((7, 9), (90, 5)):
+                print(
+                    f"dashboard: {days}-day window, {reps} runs each (ratio = time / count(*) over the window)"
+                )
+                print(f"   {'query':<20} {'p50 ms':>9} {'p95 ms':>9} {'p50 ratio':>10} {'p95 ratio':>10}")
+                for query, p50, p95, r50, r95 in measure(reader, days, reps):
+                    goal = "" if query.startswith("count") else ("  ok" if p95 < 300 else "  > 300 ms goal")
+                    print(f"   {query:<20} {p50:9.1f} {p95:9.1f} {r50:10.2f} {r95:10.2f}{goal}", flush=True)
+        finally:
+            reader.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""SBW_Lamda_ETL as a plain function: list what is new, read it concurrently, load it exactly once.
+
+`run_etl` takes its clients in (an S3 client, a database connect function) and returns the run's
+summary; the Lambda handler (`etl_handler.py`) only builds those and logs the result.
+
+Order of work: take the advisory lock (or return "skipped"), record the run, read the watermark,
+list from watermark minus look-back (or the backfill range), skip objects already in
+`etl_objects`, read the rest with a bounded thread pool, and commit them in batches, in key order;
+each batch carries its rows, its objects' bookkeeping and the new watermark in one transaction.
+Before each page and each object the remaining Lambda time is checked: below the margin the run
+commits what it has read and stops ("partial"); the next run continues from the watermark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sbw_clickstream.etl_config import EtlConfig
+from sbw_clickstream.etl_listing import (
+    ListingPlan,
+    ObjectRef,
+    is_backfill,
+    list_objects,
+    plan_backfill,
+    start_after_for,
+)
+from sbw_clickstream.etl_load import Warehouse
+from sbw_clickstream.etl_read import ObjectResult, read_in_order, read_object
+from sbw_clickstream.etl_retry import EtlError, RetryPolicy, call_with_retries
+
+MAX_REPORTED_QUARANTINES = 20
+
+
+@dataclass
+class RunSummary:
+    """What a run did; returned by the handler, logged, and stored in etl_runs.summary."""
+
+    status: str = "running"
+    mode: str = "incremental"
+    run_id: int | None = None
+    objects_seen: int = 0
+    objects_already_processed: int = 0
+    objects_loaded: int = 0
+    objects_quarantined: int = 0
+    rows_inserted: int = 0
+    duplicates_skipped: int = 0
+    legacy_events: int = 0
+    event_ids_derived: int = 0
+    batches: int = 0
+    s3_list_calls: int = 0
+    s3_get_calls: int = 0
+    start_after: str | None = None
+    watermark: str | None = None
+    stopped_early: bool = False
+    duration_ms: int = 0
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+def run_etl(
+    config: EtlConfig,
+    s3: Any,
+    connect: Callable[[], Any],
+    event: Any = None,
+    remaining_ms: Callable[[], int] | None = None,
+    trigger: str = "schedule",
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """One ETL run; returns its summary. Raises EtlError (clear message) when it cannot finish.
+
+    `remaining_ms` is the Lambda context's get_remaining_time_in_millis (None: no deadline).
+    `event` may be {"from": ..., "to": ...} to re-process a date range (backfill).
+    """
+    started = time.monotonic()
+    summary = RunSummary()
+    policy_s3 = RetryPolicy(config.s3_retries, config.retry_base_seconds, sleep=sleep)
+    policy_db = RetryPolicy(config.db_retries, config.retry_base_seconds, sleep=sleep)
+    if is_backfill(event):
+        plan = plan_backfill(config.prefix, event)
+        summary.mode = "backfill"
+        trigger = "backfill"
+    else:
+        plan = None
+    warehouse = Warehouse(connect, policy_db)
+    if not warehouse.open():
+        summary.status = "skipped"
+        summary.error = "another ETL run holds the lock (pg_try_advisory_lock); nothing done"
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        return summary.as_dict()
+    try:
+        summary.run_id = warehouse.start_run(trigger)
+        if plan is None:
+            watermark = warehouse.watermark(config.prefix)
+            start = start_after_for(config.prefix, watermark, timedelta(minutes=config.lookback_minutes))
+            plan = ListingPlan(config.prefix, start)
+            summary.watermark = watermark
+        summary.start_after = plan.start_after
+        _run(config, s3, warehouse, plan, summary, policy_s3, remaining_ms)
+        summary.status = "partial" if summary.stopped_early else "succeeded"
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        warehouse.finish_run(summary.run_id, summary.status, summary.as_dict())
+        return summary.as_dict()
+    except Exception as exc:
+        summary.status = "failed"
+        summary.error = f"{type(exc).__name__}: {exc}"
+        summary.duration_ms = int((time.monotonic() - started) * 1000)
+        _record_failure(warehouse, summary)
+        if isinstance(exc, EtlError):
+            raise EtlError(f"{exc} (committed before the failure: {summary.batches} batch(es))") from exc
+        raise
+    finally:
+        warehouse.close()
+
+
+def _record_failure(warehouse: Warehouse, summary: RunSummary) -> None:
+    """Best effort: store the failure in etl_runs (the database may be what failed)."""
+    if summary.run_id is None:
+        return
+    # Already failing: if this fails too, the next run marks the row abandoned.
+    with contextlib.suppress(Exception):
+        warehouse.finish_run(summary.run_id, "failed", summary.as_dict(), summary.error)
+
+
+def _run(
+    config: EtlConfig,
+    s3: Any,
+    warehouse: Warehouse,
+    plan: ListingPlan,
+    summary: RunSummary,
+    policy: RetryPolicy,
+    remaining_ms: Callable[[], int] | None,
+) -> None:
+    list_calls, get_calls = _Counter(), _Counter()
+    margin_ms = config.deadline_margin_seconds * 1000
+
+    def out_of_time() -> bool:
+        return remaining_ms is not None and remaining_ms() < margin_ms
+
+    def list_page(**kwargs: Any) -> dict[str, Any]:
+        list_calls()
+        return call_with_retries(lambda: s3.list_objects_v2(**kwargs), "S3 ListObjectsV2", policy)
+
+    def refs() -> Iterator[ObjectRef]:
+        for page in list_objects(list_page, config.raw_bucket, plan):
+            summary.objects_seen += len(page)
+            todo = page
+            if not plan.reprocess:
+                done = warehouse.processed_keys([ref.key for ref in page])
+                todo = [ref for ref in page if ref.key not in done]
+                summary.objects_already_processed += len(page) - len(todo)
+            yield from todo
+            if out_of_time():
+                summary.stopped_early = True
+                return
+
+    def read(ref: ObjectRef) -> ObjectResult:
+        return read_object(s3, config.raw_bucket, ref, config.max_object_bytes, policy, get_calls)
+
+    batch: list[ObjectResult] = []
+    batch_rows = 0
+    try:
+        reader = read_in_order(refs(), read, config.read_concurrency)
+        try:
+            for result in reader:
+                batch.append(result)
+                batch_rows += result.rows
+                if len(batch) >= config.batch_objects or batch_rows >= config.batch_rows:
+                    _commit(warehouse, plan, batch, summary)
+                    batch, batch_rows = [], 0
+                if out_of_time():
+                    summary.stopped_early = True
+                    break
+        finally:
+            reader.close()
+        if batch:
+            _commit(warehouse, plan, batch, summary)
+    finally:
+        summary.s3_list_calls = list_calls.value
+        summary.s3_get_calls = get_calls.value
+
+
+def _commit(warehouse: Warehouse, plan: ListingPlan, batch: list[ObjectResult], summary: RunSummary) -> None:
+    # The batch is a contiguous run of the listing order: every key up to its last one is done.
+    watermark = None if plan.reprocess else batch[-1].ref.key
+    outcome = warehouse.load_batch(batch, plan.prefix, watermark, summary.run_id or 0)
+    summary.batches += 1
+    summary.rows_inserted += outcome.inserted
+    summary.duplicates_skipped += outcome.duplicates
+    for result in outcome.results:
+        if result.status == "loaded":
+            summary.objects_loaded += 1
+            summary.legacy_events += result.legacy_events
+            summary.event_ids_derived += result.derived_ids
+        else:
+            summary.objects_quarantined += 1
+            if len(summary.quarantined) < MAX_REPORTED_QUARANTINES:
+                summary.quarantined.append({"key": result.ref.key, "reason": result.error or ""})
+    if watermark is not None and (summary.watermark is None or watermark > summary.watermark):
+        summary.watermark = watermark

@@ -1,0 +1,303 @@
+"""Loading into the warehouse, exactly once: staged COPY + INSERT ... ON CONFLICT DO NOTHING.
+
+One transaction per batch holds the batch's rows, its `etl_objects` bookkeeping (loaded and
+quarantined objects) and the watermark: a crash at any point leaves either all of it or none.
+A session-level advisory lock keeps two runs (schedule + manual) from overlapping. Connection
+errors are retried with backoff on a fresh connection (the lock is taken again), then the run
+fails with EtlError; a batch is never half committed.
+
+Privileges: the ETL user (clickstream_writer) may only INSERT into clickstream_events. That is
+why the load uses `ON CONFLICT DO NOTHING` without a conflict target: `ON CONFLICT (event_id)`
+would also need SELECT on event_id. The primary key is the table's only unique constraint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extras
+
+from sbw_clickstream.etl_read import COPY_COLUMNS, ObjectResult, quarantined
+from sbw_clickstream.etl_retry import EtlError, RetryPolicy
+
+T = TypeVar("T")
+
+# pg_try_advisory_lock key of SBW_Lamda_ETL (per database).
+ETL_LOCK_KEY = 0x5B3E_7A11
+
+# The staging table: same column types as clickstream_events (tests/test_etl_load.py compares them).
+STAGE_COLUMN_TYPES: dict[str, str] = {
+    "event_id": "uuid",
+    "event_timestamp": "timestamptz",
+    "event_name": "text",
+    "user_id": "text",
+    "user_login_state": "text",
+    "identity_source": "text",
+    "client_id": "text",
+    "session_id": "text",
+    "is_first_visit": "boolean",
+    "context_product_id": "text",
+    "context_product_name": "text",
+    "context_product_category": "text",
+    "context_product_brand": "text",
+    "context_product_price": "numeric(12,2)",
+    "context_product_discount_price": "numeric(12,2)",
+    "context_product_url_path": "text",
+    "received_at": "timestamptz",
+    "schema_version": "text",
+    "user_agent": "text",
+    "client_ip": "text",
+    "source_key": "text",
+}
+assert tuple(STAGE_COLUMN_TYPES) == COPY_COLUMNS, "staging columns must follow COPY_COLUMNS"
+
+_COLUMNS = ", ".join(COPY_COLUMNS)
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS etl_stage ("
+    + ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMN_TYPES.items())
+    + ") ON COMMIT DELETE ROWS"
+)
+_COPY_SQL = f"COPY etl_stage ({_COLUMNS}) FROM STDIN"
+_INSERT_SQL = (
+    f"INSERT INTO public.clickstream_events ({_COLUMNS}) "
+    f"SELECT {_COLUMNS} FROM etl_stage ON CONFLICT DO NOTHING"
+)
+_OBJECTS_SQL = (
+    "INSERT INTO public.etl_objects (object_key, etag, size_bytes, status, rows_in_object, error, run_id) "
+    "VALUES %s ON CONFLICT (object_key) DO UPDATE SET etag = EXCLUDED.etag, "
+    "size_bytes = EXCLUDED.size_bytes, status = EXCLUDED.status, "
+    "rows_in_object = EXCLUDED.rows_in_object, error = EXCLUDED.error, "
+    "run_id = EXCLUDED.run_id, processed_at = now()"
+)
+_WATERMARK_SQL = (
+    "INSERT INTO public.etl_watermarks AS w (prefix, last_key) VALUES (%s, %s) "
+    "ON CONFLICT (prefix) DO UPDATE SET "
+    'last_key = GREATEST(w.last_key COLLATE "C", EXCLUDED.last_key COLLATE "C"), updated_at = now()'
+)
+
+_TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# Errors caused by one object's values (the batch is then loaded object by object).
+_DATA_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one committed batch did."""
+
+    staged: int
+    inserted: int
+    results: list[ObjectResult]
+
+    @property
+    def duplicates(self) -> int:
+        return self.staged - self.inserted
+
+
+class Warehouse:
+    """The ETL's connection to clickstream_dw: lock, bookkeeping and batch loads, with retries."""
+
+    def __init__(self, connect: Callable[[], Any], policy: RetryPolicy, lock_key: int = ETL_LOCK_KEY) -> None:
+        self._connect = connect
+        self._policy = policy
+        self._lock_key = lock_key
+        self._conn: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    def open(self) -> bool:
+        """Connect (with retries) and take the run lock; False when another run holds it."""
+        return self._with_retries("connect to the warehouse", self._open_once, reconnect=False)
+
+    def _open_once(self) -> bool:
+        self._drop_connection()
+        conn = self._connect()
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
+            locked = bool(cur.fetchone()[0])
+            if locked:
+                cur.execute(_STAGE_DDL)
+        conn.commit()
+        self._conn = conn
+        if not locked:
+            self.close()
+        return locked
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the connection (the server releases the advisory lock with the session)."""
+        self._drop_connection()
+
+    def _reconnect(self) -> None:
+        if not self._open_once():
+            raise EtlError("lost the ETL lock while reconnecting: another run took over; stopping this one")
+
+    def _with_retries(self, what: str, fn: Callable[[], T], reconnect: bool = True) -> T:
+        attempt = 0
+        while True:
+            try:
+                if reconnect and self._conn is None:
+                    self._reconnect()
+                return fn()
+            except _TRANSIENT_DB_ERRORS as exc:
+                # The session (and its transaction, temp table, lock) may be gone: start afresh.
+                self._drop_connection()
+                if attempt >= self._policy.attempts:
+                    raise EtlError(
+                        f"database: {what} failed after {attempt + 1} attempts: {str(exc).strip()}"
+                    ) from exc
+                self._policy.sleep(self._policy.delay(attempt))
+                attempt += 1
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def start_run(self, trigger: str) -> int:
+        """Mark runs left 'running' by a killed run as abandoned and record this one."""
+
+        def start() -> int:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE public.etl_runs SET status = 'abandoned', finished_at = now(), "
+                    "error = 'the run ended without finishing (killed or timed out)' WHERE status = 'running'"
+                )
+                cur.execute("INSERT INTO public.etl_runs (trigger) VALUES (%s) RETURNING run_id", (trigger,))
+                run_id = int(cur.fetchone()[0])
+            self._conn.commit()
+            return run_id
+
+        return self._with_retries("record the run", start)
+
+    def watermark(self, prefix: str) -> str | None:
+        """The prefix's watermark key, or None before the first run."""
+
+        def read() -> str | None:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT last_key FROM public.etl_watermarks WHERE prefix = %s", (prefix,))
+                row = cur.fetchone()
+            self._conn.commit()
+            return row[0] if row else None
+
+        return self._with_retries("read the watermark", read)
+
+    def processed_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` already have an etl_objects row (loaded or quarantined)."""
+
+        def read() -> set[str]:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "SELECT object_key FROM public.etl_objects WHERE object_key = ANY(%s)", (list(keys),)
+                )
+                found = {row[0] for row in cur.fetchall()}
+            self._conn.commit()
+            return found
+
+        return self._with_retries("read processed objects", read)
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+        """Record the run's outcome (what the dashboard shows as the last ETL run)."""
+
+        def finish() -> None:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE public.etl_runs SET finished_at = now(), status = %s, objects_seen = %s, "
+                    "objects_loaded = %s, objects_quarantined = %s, rows_inserted = %s, "
+                    "duplicates_skipped = %s, summary = %s, error = %s WHERE run_id = %s",
+                    (
+                        status,
+                        summary.get("objects_seen", 0),
+                        summary.get("objects_loaded", 0),
+                        summary.get("objects_quarantined", 0),
+                        summary.get("rows_inserted", 0),
+                        summary.get("duplicates_skipped", 0),
+                        json.dumps(summary, default=str),
+                        error,
+                        run_id,
+                    ),
+                )
+            self._conn.commit()
+
+        self._with_retries("record the run's outcome", finish)
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_batch(
+        self, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int
+    ) -> BatchOutcome:
+        """Commit one batch: rows, object bookkeeping and watermark in ONE transaction."""
+        return self._with_retries(
+            "load a batch", lambda: self._load_batch_once(results, prefix, watermark, run_id)
+        )
+
+    def _load_batch_once(
+        self, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int
+    ) -> BatchOutcome:
+        conn = self._conn
+        try:
+            with conn.cursor() as cur:
+                staged, inserted = self._insert(cur, [r for r in results if r.status == "loaded" and r.rows])
+                final = results
+        except _DATA_ERRORS:
+            conn.rollback()
+            with conn.cursor() as cur:
+                staged, inserted, final = self._insert_one_by_one(cur, results)
+        with conn.cursor() as cur:
+            self._bookkeeping(cur, final, prefix, watermark, run_id)
+        conn.commit()
+        return BatchOutcome(staged, inserted, final)
+
+    @staticmethod
+    def _insert(cur: Any, loaded: list[ObjectResult]) -> tuple[int, int]:
+        if not loaded:
+            return 0, 0
+        cur.copy_expert(_COPY_SQL, io.BytesIO(b"".join(r.data for r in loaded)))
+        cur.execute(_INSERT_SQL)
+        inserted = cur.rowcount
+        cur.execute("TRUNCATE etl_stage")
+        return sum(r.rows for r in loaded), inserted
+
+    def _insert_one_by_one(
+        self, cur: Any, results: list[ObjectResult]
+    ) -> tuple[int, int, list[ObjectResult]]:
+        """Slow path after a batch was rejected: each object in a savepoint; rejects are quarantined."""
+        staged = inserted = 0
+        final: list[ObjectResult] = []
+        for result in results:
+            if result.status != "loaded" or not result.rows:
+                final.append(result)
+                continue
+            cur.execute("SAVEPOINT etl_object")
+            try:
+                rows, added = self._insert(cur, [result])
+            except _DATA_ERRORS as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT etl_object")
+                reason = (getattr(exc, "pgerror", None) or str(exc)).strip()
+                final.append(quarantined(result.ref, f"rejected by PostgreSQL: {reason}"))
+                continue
+            cur.execute("RELEASE SAVEPOINT etl_object")
+            staged += rows
+            inserted += added
+            final.append(result)
+        return staged, inserted, final
+
+    @staticmethod
+    def _bookkeeping(
+        cur: Any, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int
+    ) -> None:
+        if results:
+            psycopg2.extras.execute_values(
+                cur,
+                _OBJECTS_SQL,
+                [(r.ref.key, r.ref.etag, r.ref.size, r.status, r.rows, r.error, run_id) for r in results],
+                page_size=1000,
+            )
+        if watermark is not None:
+            cur.execute(_WATERMARK_SQL, (prefix, watermark))

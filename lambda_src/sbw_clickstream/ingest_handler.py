@@ -1,0 +1,107 @@
+"""clickstream-lambda-ingest: the Lambda entry point (`sbw_clickstream.ingest_handler.lambda_handler`).
+
+A thin adapter for API Gateway HTTP API payload format 2.0 over the plain functions of
+`sbw_clickstream.ingest`. Configuration (`ingest_config`) is read and validated once per container:
+at import inside Lambda (a bad variable fails the init phase with a message naming it), on the
+first call elsewhere (tests, the local API). The S3 client is created once, outside the logic, and
+passed in; boto3 is imported only then, which keeps this module's cold import small.
+Logs are structured JSON (Powertools Logger), one line per request, with the API Gateway request
+id as correlation id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from sbw_clickstream.ingest import IngestRequest, handle_request
+from sbw_clickstream.ingest_config import IngestConfig, load_config
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "clickstream-lambda-ingest"))
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What one container keeps between invocations."""
+
+    config: IngestConfig
+    s3: Any
+
+
+_config: IngestConfig | None = None
+_runtime: Runtime | None = None
+
+
+def make_s3_client(config: IngestConfig) -> Any:
+    """The S3 client of this container (boto3 imported here, not at module import)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        region_name=config.region,
+        endpoint_url=config.s3_endpoint_url,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2, read_timeout=5),
+    )
+
+
+def configure(env: Mapping[str, str] | None = None, s3: Any = None) -> Runtime:
+    """(Re)build the container state from `env` (default os.environ); `s3` replaces the client."""
+    return configure_with(load_config(os.environ if env is None else env), s3)
+
+
+def runtime() -> Runtime:
+    """The container state, built on first use."""
+    if _runtime is not None:
+        return _runtime
+    if _config is not None:
+        return configure_with(_config)
+    return configure()
+
+
+def configure_with(config: IngestConfig, s3: Any = None) -> Runtime:
+    """Use an already validated configuration (and optionally a given client)."""
+    global _config, _runtime
+    _config = config
+    _runtime = Runtime(config, s3 if s3 is not None else make_s3_client(config))
+    return _runtime
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """API Gateway HTTP API (payload 2.0) event in, HTTP response out."""
+    state = runtime()
+    request = IngestRequest.from_apigw_v2(event)
+    logger.set_correlation_id(request.request_id)
+    outcome = handle_request(request, state.config, state.s3)
+    status = outcome.response.status
+    fields: dict[str, Any] = {
+        "status": status,
+        "method": request.method,
+        "path": request.path,
+        "events": outcome.events,
+    }
+    if outcome.event_key:
+        fields["key"] = outcome.event_key
+    if outcome.failed_key:
+        fields["failed_key"] = outcome.failed_key
+    if status >= 400 and outcome.response.body:
+        fields["error"] = outcome.response.body.get("error")
+        fields["violations"] = len(outcome.response.body.get("violations", ()))
+    if outcome.storage_error:
+        logger.error("events not stored: S3 write failed", extra={**fields, "cause": outcome.storage_error})
+    elif outcome.failed_record_error:
+        logger.warning(
+            "request rejected; its failed record could not be written",
+            extra={**fields, "cause": outcome.failed_record_error},
+        )
+    else:
+        logger.info("request accepted" if status < 300 else "request rejected", extra=fields)
+    return outcome.response.to_apigw_v2()
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda: fail the init phase on bad config
+    _config = load_config(os.environ)

@@ -1,0 +1,48 @@
+/* Sample shop glue: where the ingest API is, and a demo sign-in that stores a fake Cognito id token. */
+(function () {
+  "use strict";
+  const params = new URLSearchParams(location.search);
+  const endpoint = params.get("endpoint") || sessionStorage.getItem("sbw_demo_endpoint") || "http://127.0.0.1:8080/clickstream";
+  sessionStorage.setItem("sbw_demo_endpoint", endpoint);
+  const APP_CLIENT = "demo-app-client";
+  const PREFIX = "CognitoIdentityServiceProvider." + APP_CLIENT + ".";
+
+  function b64url(text) {
+    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  // What Amplify keeps after a Cognito sign-in; unsigned here (the tracker does not verify).
+  function signIn(sub) {
+    const payload = { sub: sub, token_use: "id", "cognito:username": "demo-user", exp: Math.floor(Date.now() / 1000) + 3600 };
+    const token = b64url(JSON.stringify({ alg: "none", typ: "JWT" })) + "." + b64url(JSON.stringify(payload)) + ".demo";
+    localStorage.setItem(PREFIX + "LastAuthUser", "demo-user");
+    localStorage.setItem(PREFIX + "demo-user.idToken", token);
+  }
+
+  function signOut() {
+    localStorage.removeItem(PREFIX + "LastAuthUser");
+    localStorage.removeItem(PREFIX + "demo-user.idToken");
+  }
+
+  window.sampleShop = { endpoint: endpoint, signIn: signIn, signOut: signOut };
+  window.clickstream.init({ endpoint: endpoint, cognitoClientId: APP_CLIENT, debug: params.has("debug") });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const login = document.getElementById("login");
+    const logout = document.getElementById("logout");
+    if (login) {
+      login.addEventListener("click", () => {
+        signIn("0f8e2a52-6f61-4c8b-9d5c-3f1c2b9a7d10");
+        window.clickstream.track("login");
+      });
+    }
+    if (logout) {
+      logout.addEventListener("click", () => {
+        window.clickstream.track("logout"); // sent by the user who logs out
+        signOut();
+      });
+    }
+    const search = document.getElementById("search-form");
+    if (search) search.addEventListener("submit", (event) => event.preventDefault());
+  });
+})();

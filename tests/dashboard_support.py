@@ -1,0 +1,319 @@
+"""A known clickstream data set for the dashboard tests, and an independent Python oracle.
+
+The oracle computes every dashboard figure from the generated events in plain Python, so the
+tests compare the app's SQL (``roles/sbw_dashboard/files/app/sql/dashboard.sql``) against a second
+implementation instead of against itself. Used by ``tests/test_dashboard_queries.py`` (testthat)
+and ``tests/test_dashboard_browser.py`` (numbers on the page).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg2.extras import execute_values
+
+REPO = Path(__file__).resolve().parents[1]
+APP_DIR = REPO / "roles" / "sbw_dashboard" / "files" / "app"
+FUNNEL = ("product_view", "add_to_cart", "begin_checkout", "purchase")
+CATEGORIES = ("shoes", "bags", "watches")
+BRANDS = ("acme", "globex", "initech", "umbrella")
+COLUMNS = (
+    "event_id",
+    "event_timestamp",
+    "event_name",
+    "user_id",
+    "user_login_state",
+    "identity_source",
+    "client_id",
+    "session_id",
+    "is_first_visit",
+    "context_product_id",
+    "context_product_name",
+    "context_product_category",
+    "context_product_brand",
+    "context_product_price",
+    "context_product_discount_price",
+    "context_product_url_path",
+    "source_key",
+)
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    name: str
+    category: str
+    brand: str
+    price: Decimal
+    discount_price: Decimal | None
+
+
+def catalog(seed: int = 11) -> list[Product]:
+    """Twelve products across three categories and four brands, some discounted."""
+    rnd = random.Random(seed)
+    products = []
+    for i in range(12):
+        price = Decimal(rnd.randint(1000, 20000)) / 100
+        discount = (price * Decimal("0.8")).quantize(Decimal("0.01")) if i % 3 == 0 else None
+        products.append(
+            Product(f"p{i:03d}", f"Product {i}", CATEGORIES[i % 3], BRANDS[i % 4], price, discount)
+        )
+    return products
+
+
+def make_events(anchor: datetime, seed: int = 7, sessions: int = 80, spread_days: float = 5.0) -> list[dict]:
+    """Sessions of shoppers in the `spread_days` before `anchor` (UTC), plus older ones (20-30 days).
+
+    Funnel drop-offs, logged-in (cognito) and guest shoppers, returning clients, first visits.
+    """
+    rnd = random.Random(seed)
+    products = catalog()
+    events: list[dict] = []
+    clients = [f"client-{i:03d}" for i in range(sessions // 2)]
+    seen_clients: set[str] = set()
+    plans = [(anchor - timedelta(days=rnd.uniform(0.01, spread_days)), "recent") for _ in range(sessions)]
+    plans += [(anchor - timedelta(days=rnd.uniform(20, 30)), "old") for _ in range(sessions // 8)]
+    plans.sort()
+    for n, (start, _) in enumerate(plans):
+        client = rnd.choice(clients)
+        logged_in = rnd.random() < 0.4
+        user_id = f"user-{client[-3:]}" if logged_in else None
+        session = f"s-{n:04d}-{uuid.UUID(int=rnd.getrandbits(128)).hex[:8]}"
+        first = client not in seen_clients
+        seen_clients.add(client)
+        t = start
+        names: list[tuple[str, Product | None]] = [("page_view", None)]
+        product = rnd.choice(products)
+        for _ in range(rnd.randint(0, 3)):
+            names.append(("product_view", rnd.choice(products)))
+        if rnd.random() < 0.8:
+            names.append(("product_view", product))
+            if rnd.random() < 0.6:
+                names.append(("add_to_cart", product))
+                if rnd.random() < 0.7:
+                    names.append(("begin_checkout", product))
+                    if rnd.random() < 0.75:
+                        names.append(("purchase", product))
+        if rnd.random() < 0.1:
+            names.append(("add_to_cart", rnd.choice(products)))  # cart without a view: not in the funnel
+        for i, (name, prod) in enumerate(names):
+            events.append(
+                {
+                    "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
+                    "event_timestamp": t,
+                    "event_name": name,
+                    "user_id": user_id,
+                    "user_login_state": "logged_in" if logged_in else "guest",
+                    "identity_source": "cognito" if logged_in else "anonymous",
+                    "client_id": client,
+                    "session_id": session,
+                    "is_first_visit": first and i == 0,
+                    "context_product_id": prod.product_id if prod else None,
+                    "context_product_name": prod.name if prod else None,
+                    "context_product_category": prod.category if prod else None,
+                    "context_product_brand": prod.brand if prod else None,
+                    "context_product_price": prod.price if prod else None,
+                    "context_product_discount_price": prod.discount_price if prod else None,
+                    "context_product_url_path": f"/products/{prod.product_id}" if prod else None,
+                    "source_key": f"events/{t:%Y/%m/%d}/event-{session}.json",
+                }
+            )
+            t += timedelta(seconds=rnd.randint(5, 90))
+    return events
+
+
+def load_events(conn: Any, events: list[dict]) -> None:
+    """Insert the events (as the superuser connection given)."""
+    rows = [tuple(e[c] for c in COLUMNS) for e in events]
+    with conn.cursor() as cur:
+        execute_values(
+            cur, f"INSERT INTO clickstream_events ({', '.join(COLUMNS)}) VALUES %s", rows, page_size=1000
+        )
+
+
+# ---------------------------------------------------------------- the oracle
+
+
+@dataclass(frozen=True)
+class Filters:
+    date_from: date
+    date_to: date
+    timezone: str = "UTC"
+    category: str = ""
+    brand: str = ""
+    event_name: str = ""
+
+    def as_r(self) -> dict[str, str]:
+        return {
+            "date_from": self.date_from.isoformat(),
+            "date_to": self.date_to.isoformat(),
+            "timezone": self.timezone,
+            "category": self.category,
+            "brand": self.brand,
+            "event_name": self.event_name,
+        }
+
+
+def in_period(e: dict, f: Filters) -> bool:
+    local = e["event_timestamp"].astimezone(ZoneInfo(f.timezone)).date()
+    return f.date_from <= local <= f.date_to
+
+
+def select(events: list[dict], f: Filters, use_event_name: bool = True) -> list[dict]:
+    return [
+        e
+        for e in events
+        if in_period(e, f)
+        and (not f.category or e["context_product_category"] == f.category)
+        and (not f.brand or e["context_product_brand"] == f.brand)
+        and (not use_event_name or not f.event_name or e["event_name"] == f.event_name)
+    ]
+
+
+def _unit_price(e: dict) -> Decimal:
+    d = e["context_product_discount_price"]
+    return d if d is not None else e["context_product_price"]
+
+
+def _user_key(e: dict) -> str:
+    return f"u:{e['user_id']}" if e["user_id"] is not None else f"c:{e['client_id']}"
+
+
+def kpis(events: list[dict], f: Filters) -> dict[str, float]:
+    rows = select(events, f)
+    sessions = {e["session_id"] for e in rows}
+    purchase_sessions = {e["session_id"] for e in rows if e["event_name"] == "purchase"}
+    return {
+        "events": len(rows),
+        "sessions": len(sessions),
+        "users": len({_user_key(e) for e in rows}),
+        "logged_in_users": len({e["user_id"] for e in rows if e["user_login_state"] == "logged_in"}),
+        "guest_visitors": len({e["client_id"] for e in rows if e["user_id"] is None}),
+        "first_visits": len({e["client_id"] for e in rows if e["is_first_visit"]}),
+        "product_views": sum(e["event_name"] == "product_view" for e in rows),
+        "add_to_carts": sum(e["event_name"] == "add_to_cart" for e in rows),
+        "purchases": sum(e["event_name"] == "purchase" for e in rows),
+        "purchase_sessions": len(purchase_sessions),
+        "revenue": float(sum((_unit_price(e) for e in rows if e["event_name"] == "purchase"), Decimal(0))),
+        "conversion_rate": round(len(purchase_sessions) / len(sessions), 4) if sessions else 0.0,
+    }
+
+
+def funnel(events: list[dict], f: Filters) -> list[int]:
+    steps: dict[str, set[str]] = defaultdict(set)
+    for e in select(events, f, use_event_name=False):
+        if e["event_name"] in FUNNEL:
+            steps[e["session_id"]].add(e["event_name"])
+    return [sum(all(s in names for s in FUNNEL[: k + 1]) for names in steps.values()) for k in range(4)]
+
+
+def top(events: list[dict], f: Filters, key: str, order_by: str, limit: int) -> list[dict]:
+    groups: dict[str, dict[str, Any]] = {}
+    for e in select(events, f):
+        k = e[key]
+        if k is None:
+            continue
+        g = groups.setdefault(
+            k, {"key": k, "views": 0, "add_to_carts": 0, "purchases": 0, "revenue": Decimal(0)}
+        )
+        if e["event_name"] == "product_view":
+            g["views"] += 1
+        elif e["event_name"] == "add_to_cart":
+            g["add_to_carts"] += 1
+        elif e["event_name"] == "purchase":
+            g["purchases"] += 1
+            g["revenue"] += _unit_price(e)
+    ordered = sorted(groups.values(), key=lambda g: (-g[order_by], g["key"]))[:limit]
+    return [{**g, "revenue": float(g["revenue"])} for g in ordered]
+
+
+def identity(events: list[dict], f: Filters) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for e in select(events, f):
+        out[f"{e['user_login_state']}/{e['identity_source']}"] += 1
+    return dict(out)
+
+
+def new_vs_returning(events: list[dict], f: Filters) -> dict[str, int]:
+    clients: dict[str, bool] = {}
+    for e in select(events, f):
+        clients[e["client_id"]] = clients.get(e["client_id"], False) or bool(e["is_first_visit"])
+    return {
+        "new": sum(clients.values()),
+        "returning": sum(not v for v in clients.values()),
+    }
+
+
+def events_per_day(events: list[dict], f: Filters) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for e in select(events, f):
+        out[e["event_timestamp"].astimezone(ZoneInfo(f.timezone)).strftime("%Y-%m-%d")] += 1
+    return dict(out)
+
+
+def expected_case(events: list[dict], f: Filters) -> dict[str, Any]:
+    """Everything the testthat suite checks for one filter combination."""
+    return {
+        "filters": f.as_r(),
+        "kpis": kpis(events, f),
+        "funnel": funnel(events, f),
+        "top_products_views": top(events, f, "context_product_id", "views", 5),
+        "top_categories_revenue": top(events, f, "context_product_category", "revenue", 10),
+        "top_brands_purchases": top(events, f, "context_product_brand", "purchases", 10),
+        "identity": identity(events, f),
+        "new_vs_returning": new_vs_returning(events, f),
+        "events_per_day": events_per_day(events, f),
+    }
+
+
+# ---------------------------------------------------------------- running the app
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_db_config(path: Path, host: str, port: int, dbname: str, user: str, password: str) -> Path:
+    """The credentials file the app reads (same format the sbw_dashboard role writes)."""
+    path.write_text(
+        f"host: {host}\nport: {port}\ndbname: {dbname}\nuser: {user}\npassword: {password}\n",
+        encoding="utf-8",
+    )
+    path.chmod(0o400)
+    return path
+
+
+def start_shiny(db_config: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """The app in a plain R process on 127.0.0.1:<free port> (no Shiny Server); waits until it answers."""
+    rscript = shutil.which("Rscript")
+    assert rscript, "Rscript is missing: apt-get install r-base-core (listed in .ci/apt-packages.txt)"
+    port = port or free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(log.parent), "SBW_DASHBOARD_DB_CONFIG": str(db_config)}
+    code = f"shiny::runApp('{APP_DIR}', host = '127.0.0.1', port = {port}L, launch.browser = FALSE)"
+    handle = log.open("wb")
+    proc = subprocess.Popen([rscript, "-e", code], stdout=handle, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Shiny app exited: {log.read_text(errors='replace')[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the Shiny app did not listen on {port}: {log.read_text(errors='replace')[-3000:]}")
