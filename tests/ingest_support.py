@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sbw_clickstream import contract, ingest_handler
+
 from tests.fixtures.moto import S3Bucket
 
 BAD_REQUESTS = Path(__file__).parent / "data" / "bad_requests"
@@ -126,7 +127,9 @@ def case_event(case: dict[str, Any]) -> dict[str, Any]:
             is_base64 = True
     else:
         body = None
-    return apigw_event(body, method=req["method"], path=req["path"], headers=dict(req["headers"]), is_base64=is_base64)
+    return apigw_event(
+        body, method=req["method"], path=req["path"], headers=dict(req["headers"]), is_base64=is_base64
+    )
 
 
 def error_text(body: dict[str, Any] | None) -> str:

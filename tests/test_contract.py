@@ -8,15 +8,27 @@ import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
-
 from sbw_clickstream import contract, keys
 
 # The columns of the seed's warehouse table clickstream_events (architecture walkthrough, 5.2.3).
-SEED_COLUMNS = (
-    "event_id event_timestamp event_name user_id user_login_state identity_source client_id session_id "
-    "is_first_visit context_product_id context_product_name context_product_category context_product_brand "
-    "context_product_price context_product_discount_price context_product_url_path"
-).split()
+SEED_COLUMNS = [
+    "event_id",
+    "event_timestamp",
+    "event_name",
+    "user_id",
+    "user_login_state",
+    "identity_source",
+    "client_id",
+    "session_id",
+    "is_first_visit",
+    "context_product_id",
+    "context_product_name",
+    "context_product_category",
+    "context_product_brand",
+    "context_product_price",
+    "context_product_discount_price",
+    "context_product_url_path",
+]
 
 VALID = {
     "event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
@@ -102,7 +114,9 @@ def test_every_violation_is_listed() -> None:
     event = {"event_name": "Bad", "client_id": "", "context_product_price": -1}
     pointers = {v.pointer for v in contract.validate_event(event, 0)}
     assert {"/event_name", "/client_id", "/context_product_price"} <= pointers
-    assert any("'event_timestamp' is a required property" in v.message for v in contract.validate_event(event))
+    assert any(
+        "'event_timestamp' is a required property" in v.message for v in contract.validate_event(event)
+    )
 
 
 def test_validate_events_tags_indexes() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sbw_clickstream import contract, ingest_handler, keys
+
 from tests.fixtures.moto import S3Bucket
 from tests.ingest_support import apigw_event, call, configure, valid_event
 
@@ -42,7 +42,7 @@ def test_single_event_is_one_json_object(s3_bucket: S3Bucket) -> None:
     configure(s3_bucket)
     event = valid_event(user_id="u-7")
     before = datetime.now(UTC)
-    status, headers, body = call(apigw_event(json.dumps(event)))
+    status, _, body = call(apigw_event(json.dumps(event)))
     assert status == 200, body
     assert body is not None and body["accepted"] == 1
     assert s3_bucket.keys() == [body["key"]]
@@ -111,7 +111,9 @@ def json_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "clickstream-lambda-ingest"]
 
 
-def test_failed_record_write_failure_still_answers_4xx(s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_record_write_failure_still_answers_4xx(
+    s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture
+) -> None:
     configure(s3_bucket, s3=FailingS3())
     status, _, body = call(apigw_event("{not json"))
     assert status == 400 and body is not None and body["error"] == "malformed_json"
@@ -140,11 +142,15 @@ def test_cors_for_the_shop_origin_and_preflight(s3_bucket: S3Bucket) -> None:
     _, headers, _ = call(apigw_event(json.dumps(valid_event()), headers=other))
     assert "access-control-allow-origin" not in headers
 
-    status, headers, body = call(apigw_event(None, method="OPTIONS", headers={"origin": "https://shop.example"}))
+    status, headers, body = call(
+        apigw_event(None, method="OPTIONS", headers={"origin": "https://shop.example"})
+    )
     assert status == 204 and body is None
     assert headers["access-control-allow-methods"] == "POST, OPTIONS"
     assert "content-encoding" in headers["access-control-allow-headers"]
-    _, headers, _ = call(apigw_event("{}", headers={"origin": "https://shop.example"}))  # errors carry CORS too
+    _, headers, _ = call(
+        apigw_event("{}", headers={"origin": "https://shop.example"})
+    )  # errors carry CORS too
     assert headers["access-control-allow-origin"] == "https://shop.example"
     assert len(s3_bucket.keys("events/")) == 2  # CORS only shapes headers: the API does not police origins
 
@@ -156,7 +162,9 @@ def test_time_window_is_configurable(s3_bucket: S3Bucket) -> None:
     configure(s3_bucket, MAX_EVENT_AGE_HOURS="24")
     status, _, body = call(apigw_event(json.dumps(valid_event(event_timestamp=old))))
     assert status == 400 and body is not None
-    assert body["violations"][0]["pointer"] == "/event_timestamp" and "24 h" in body["violations"][0]["message"]
+    assert (
+        body["violations"][0]["pointer"] == "/event_timestamp" and "24 h" in body["violations"][0]["message"]
+    )
 
 
 def test_logs_are_json_with_correlation_id(s3_bucket: S3Bucket, caplog: pytest.LogCaptureFixture) -> None:
@@ -182,10 +190,17 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_bad_configuration_fails_the_cold_start_naming_the_variable() -> None:
     code = "import sbw_clickstream.ingest_handler"
-    result = _python(code, {"AWS_LAMBDA_FUNCTION_NAME": "clickstream-lambda-ingest", "AWS_REGION": "ap-southeast-1"})
+    result = _python(
+        code, {"AWS_LAMBDA_FUNCTION_NAME": "clickstream-lambda-ingest", "AWS_REGION": "ap-southeast-1"}
+    )
     assert result.returncode != 0
     assert "ConfigError: RAW_BUCKET is not set" in result.stderr
-    env = {"AWS_LAMBDA_FUNCTION_NAME": "f", "AWS_REGION": "ap-southeast-1", "RAW_BUCKET": "b-1", "MAX_BODY_BYTES": "x"}
+    env = {
+        "AWS_LAMBDA_FUNCTION_NAME": "f",
+        "AWS_REGION": "ap-southeast-1",
+        "RAW_BUCKET": "b-1",
+        "MAX_BODY_BYTES": "x",
+    }
     result = _python(code, env)
     assert "MAX_BODY_BYTES='x' is not an integer" in result.stderr
     ok = _python(code, {**env, "MAX_BODY_BYTES": "1000"})
@@ -193,7 +208,10 @@ def test_bad_configuration_fails_the_cold_start_naming_the_variable() -> None:
 
 
 def test_cold_import_does_not_load_boto3_or_jsonschema() -> None:
-    code = "import sys, sbw_clickstream.ingest_handler; print(sorted(m for m in ('boto3','jsonschema') if m in sys.modules))"
+    code = (
+        "import sys, sbw_clickstream.ingest_handler; "
+        "print(sorted(m for m in ('boto3', 'jsonschema') if m in sys.modules))"
+    )
     result = _python(code, {})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -204,3 +222,4 @@ def test_runtime_is_built_once() -> None:
     first = ingest_handler.runtime()
     assert ingest_handler.runtime() is first
     assert first.s3.meta.region_name == "ap-southeast-1"
+    assert ingest_handler.handler is ingest_handler.lambda_handler  # the name the stack configures

@@ -14,6 +14,9 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
+from sbw_clickstream import contract
+from sbw_ops import openapi_gen
+from sbw_ops.local_api import LocalApi, serve
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -22,9 +25,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sbw_clickstream import contract
-from sbw_ops import openapi_gen
-from sbw_ops.local_api import LocalApi, serve
 from tests.fixtures.moto import S3Bucket
 from tests.ingest_support import valid_event
 
@@ -88,7 +88,11 @@ def api_url(local_api: LocalApi) -> str:
 @settings(
     max_examples=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 def test_api_conforms_to_its_document(case: schemathesis.Case, api_url: str, s3_bucket: S3Bucket) -> None:
     response = case.call_and_validate(base_url=api_url, checks=CHECKS)

@@ -12,9 +12,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from sbw_clickstream import contract, ingest_handler
 from sbw_clickstream.ingest_config import IngestConfig
+
 from tests.ingest_support import apigw_event
 
 DERIVED_WHEN_NULL = ("event_id", "user_login_state", "identity_source")
@@ -25,8 +25,8 @@ class CapturingS3:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
 
-    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> None:
-        self.objects[Key] = Body
+    def put_object(self, **kwargs: Any) -> None:
+        self.objects[kwargs["Key"]] = kwargs["Body"]
 
 
 def _timestamps() -> st.SearchStrategy[str]:
@@ -47,7 +47,9 @@ def _timestamps() -> st.SearchStrategy[str]:
             return text + zulu
         return text + local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
 
-    return st.builds(render, moment, offset, st.integers(0, 9), st.sampled_from(["", "Z", "z"]), st.sampled_from("Tt"))
+    return st.builds(
+        render, moment, offset, st.integers(0, 9), st.sampled_from(["", "Z", "z"]), st.sampled_from("Tt")
+    )
 
 
 def _value(name: str, prop: dict[str, Any]) -> st.SearchStrategy[Any]:
@@ -73,7 +75,9 @@ def _value(name: str, prop: dict[str, Any]) -> st.SearchStrategy[Any]:
                 )
             )
         elif kind == "string":
-            options.append(st.text(TEXT, min_size=prop.get("minLength", 0), max_size=prop.get("maxLength", 64)))
+            options.append(
+                st.text(TEXT, min_size=prop.get("minLength", 0), max_size=prop.get("maxLength", 64))
+            )
     return st.one_of(options)
 
 
@@ -100,7 +104,9 @@ def _assert_round_trip(sent: dict[str, Any], stored: dict[str, Any]) -> None:
     assert contract.validate_stored_event(stored) == []
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(st.lists(events(), min_size=1, max_size=4), st.booleans())
 def test_accepted_events_round_trip(batch: list[dict[str, Any]], as_batch: bool) -> None:
     for event in batch:
@@ -113,7 +119,7 @@ def test_accepted_events_round_trip(batch: list[dict[str, Any]], as_batch: bool)
     body = json.dumps({"events": batch} if as_batch else batch[0], ensure_ascii=False)
     result = ingest_handler.lambda_handler(apigw_event(body), None)
     assert result["statusCode"] == 200, result["body"]
-    (key, raw), = s3.objects.items()
+    ((key, raw),) = s3.objects.items()
     assert key == json.loads(result["body"])["key"]
     lines = raw.decode("utf-8").split("\n")
     assert lines[-1] == "" and len(lines) == len(batch) + 1

@@ -8,14 +8,18 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from sbw_clickstream import contract, ingest, keys
-from sbw_clickstream.ingest import IngestRequest, RequestRejected
+from sbw_clickstream.ingest import IngestRequest, RequestRejectedError
 from sbw_clickstream.ingest_config import ConfigError, IngestConfig, load_config
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 CONFIG = IngestConfig(raw_bucket="clickstream-s3-ingest", region="ap-southeast-1")
-EVENT = {"event_timestamp": "2026-11-25T11:59:00Z", "event_name": "page_view", "client_id": "c", "session_id": "s"}
+EVENT = {
+    "event_timestamp": "2026-11-25T11:59:00Z",
+    "event_name": "page_view",
+    "client_id": "c",
+    "session_id": "s",
+}
 
 
 def request(body: str | None, **kw: object) -> IngestRequest:
@@ -83,7 +87,7 @@ def test_content_type_rules() -> None:
     assert ingest.check_content_type({"content-type": "Application/JSON; charset=UTF-8"}) is False
     assert ingest.check_content_type({"content-type": "application/json", "content-encoding": "gzip"}) is True
     for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/json; charset=utf-16"}):
-        with pytest.raises(RequestRejected) as err:
+        with pytest.raises(RequestRejectedError) as err:
             ingest.check_content_type(headers)
         assert err.value.status == 415
 
@@ -100,13 +104,13 @@ def test_decode_plain_base64_and_gzip() -> None:
 def test_size_limits_are_on_decoded_bytes() -> None:
     raw = json.dumps({**EVENT, "context_product_name": "x" * 200}).encode()
     limit = len(raw) - 1
-    with pytest.raises(RequestRejected) as err:
+    with pytest.raises(RequestRejectedError) as err:
         ingest.decode_body(request(raw.decode()), False, limit)
     assert err.value.status == 413
     # gzip makes it small on the wire, but the limit applies after gunzip
     small = base64.b64encode(gzip.compress(raw)).decode()
     assert len(small) < limit
-    with pytest.raises(RequestRejected) as err:
+    with pytest.raises(RequestRejectedError) as err:
         ingest.decode_body(request(small, is_base64_encoded=True), True, limit)
     assert err.value.status == 413
     assert ingest.decode_body(request(raw.decode()), False, len(raw)) == raw
@@ -114,7 +118,7 @@ def test_size_limits_are_on_decoded_bytes() -> None:
 
 def test_gzip_bomb_is_stopped_at_the_limit() -> None:
     bomb = gzip.compress(b"0" * 50_000_000)
-    with pytest.raises(RequestRejected) as err:
+    with pytest.raises(RequestRejectedError) as err:
         ingest.gunzip_limited(bomb, 1024 * 1024)
     assert err.value.status == 413
 
@@ -125,12 +129,12 @@ def test_gzip_bomb_is_stopped_at_the_limit() -> None:
 def test_parse_single_and_batch() -> None:
     assert ingest.parse_events(json.dumps(EVENT).encode(), 500) == ([EVENT], False)
     assert ingest.parse_events(json.dumps({"events": [EVENT, EVENT]}).encode(), 500) == ([EVENT, EVENT], True)
-    with pytest.raises(RequestRejected) as err:
+    with pytest.raises(RequestRejectedError) as err:
         ingest.parse_events(json.dumps({"events": [EVENT] * 3}).encode(), 2)
     assert err.value.status == 413
-    with pytest.raises(RequestRejected, match="NaN"):
+    with pytest.raises(RequestRejectedError, match="NaN"):
         ingest.parse_events(b'{"a": NaN}', 500)
-    with pytest.raises(RequestRejected) as err:
+    with pytest.raises(RequestRejectedError) as err:
         ingest.parse_events(b'{"events": [], "x/y~": 1}', 500)
     assert [v.pointer for v in err.value.violations] == ["/x~1y~0"]
 
@@ -153,7 +157,9 @@ def test_time_window_boundaries() -> None:
 
 def test_duplicate_event_ids_in_one_request_are_rejected() -> None:
     eid = str(keys.uuid7())
-    found = ingest.validate_batch([{**EVENT, "event_id": eid}, {**EVENT, "event_id": eid.upper()}], NOW, CONFIG)
+    found = ingest.validate_batch(
+        [{**EVENT, "event_id": eid}, {**EVENT, "event_id": eid.upper()}], NOW, CONFIG
+    )
     assert [(v.index, v.pointer) for v in found] == [(1, "/event_id")]
 
 
@@ -187,7 +193,13 @@ def test_enrichment_derives_and_keeps() -> None:
     assert uuid_version(guest["event_id"]) == 7
     member = ingest.enrich_event({**EVENT, "user_id": "u-1", "user_login_state": None}, ctx)
     assert member["user_login_state"] == "logged_in" and member["identity_source"] == "cognito"
-    sent = {**EVENT, "user_id": "u-1", "user_login_state": "guest", "identity_source": "google", "event_id": "X"}
+    sent = {
+        **EVENT,
+        "user_id": "u-1",
+        "user_login_state": "guest",
+        "identity_source": "google",
+        "event_id": "X",
+    }
     kept = ingest.enrich_event(sent, ctx)
     assert {k: kept[k] for k in sent} == sent
     assert kept["schema_version"] == contract.SCHEMA_VERSION
@@ -212,7 +224,7 @@ def test_ndjson_one_object_per_line() -> None:
 
 def test_failed_record_is_capped_and_keeps_what_fits() -> None:
     big = "x" * 100_000
-    rej = RequestRejected(400, "malformed_json", "body is not valid JSON")
+    rej = RequestRejectedError(400, "malformed_json", "body is not valid JSON")
     rec = json.loads(ingest.failed_record(request(big), rej, NOW, 8192))
     assert rec["request"]["body_truncated"] is True
     assert big.startswith(rec["request"]["body"]) and rec["request"]["body"]
@@ -220,13 +232,17 @@ def test_failed_record_is_capped_and_keeps_what_fits() -> None:
     small = json.loads(ingest.failed_record(request('{"a":1}'), rej, NOW, 8192))
     assert small["request"]["body"] == '{"a":1}' and small["request"]["body_truncated"] is False
     assert small["status"] == 400 and small["error"] == "malformed_json"
-    many = RequestRejected(400, "validation_failed", "m", [contract.Violation(i, "/x", "y" * 50) for i in range(900)])
+    many = RequestRejectedError(
+        400, "validation_failed", "m", [contract.Violation(i, "/x", "y" * 50) for i in range(900)]
+    )
     assert len(ingest.failed_record(request("{}"), many, NOW, 8192)) <= 8192
 
 
 def test_failed_record_never_stores_credentials() -> None:
-    req = request("{}", headers={"content-type": "application/json", "cookie": "s=1", "authorization": "Bearer t"})
-    rec = json.loads(ingest.failed_record(req, RequestRejected(400, "e", "m"), NOW, 8192))
+    req = request(
+        "{}", headers={"content-type": "application/json", "cookie": "s=1", "authorization": "Bearer t"}
+    )
+    rec = json.loads(ingest.failed_record(req, RequestRejectedError(400, "e", "m"), NOW, 8192))
     assert rec["request"]["headers"] == {"content-type": "application/json"}
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import esprima
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from sbw_clickstream.contract import parse_timestamp, validate_stored_event
@@ -87,7 +87,9 @@ def leave(page: Page) -> None:
     page.goto("about:blank")
 
 
-def test_shopping_journey_lands_in_the_bucket(browser: Browser, shop_origin: str, api_url: str, s3_bucket) -> None:
+def test_shopping_journey_lands_in_the_bucket(
+    browser: Browser, shop_origin: str, api_url: str, s3_bucket
+) -> None:
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{shop_origin}/sample/index.html?endpoint={api_url}")
@@ -180,12 +182,42 @@ def test_new_session_after_30_minutes_keeps_the_client(
     context.close()
 
 
+def test_batches_flush_by_size_by_time_and_on_navigation(
+    browser: Browser, shop_origin: str, api_url: str, s3_bucket
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{shop_origin}/sample/index.html?endpoint={api_url}")  # 1 event queued: page_view
+    for n in range(9):  # the 10th queued event triggers a flush while the page stays open
+        page.evaluate("(n) => clickstream.track('add_to_cart', {product: {id: 'p' + n, price: n}})", n)
+    events = wait_for_events(s3_bucket, 10)
+    assert len(events) == 10 and len(s3_bucket.keys("events/")) == 1
+    assert page.evaluate("clickstream.pending()") == 0
+    # one more event goes out by itself after the flush interval (5 s), the page still open
+    page.evaluate("clickstream.track('search')")
+    assert page.evaluate("clickstream.pending()") == 1
+    events = wait_for_events(s3_bucket, 11, timeout=20)
+    assert events[-1]["event_name"] == "search" and len(s3_bucket.keys("events/")) == 2
+    # client-side navigation (Next.js router: history.pushState) is a page view
+    page.evaluate("history.pushState({}, '', '/sample/cart')")
+    page.wait_for_function("clickstream.pending() === 1")
+    leave(page)
+    events = wait_for_events(s3_bucket, 12)
+    assert [e["event_name"] for e in events[-2:]] == ["search", "page_view"]
+    assert {e["session_id"] for e in events} == {events[0]["session_id"]}
+    context.close()
+
+
 def test_cookie_fallback_when_local_storage_is_blocked(
     browser: Browser, shop_origin: str, api_url: str, s3_bucket
 ) -> None:
     context = browser.new_context()
     # Storage that refuses writes (private modes, full quota): the ids must live in cookies.
-    context.add_init_script("Storage.prototype.setItem = function () { throw new Error('blocked'); };")
+    context.add_init_script(
+        "const setItem = Storage.prototype.setItem;"
+        " Storage.prototype.setItem = function (k, v) {"
+        "  if (this === window.localStorage) throw new Error('blocked'); return setItem.call(this, k, v); };"
+    )
     page = context.new_page()
     page.goto(f"{shop_origin}/sample/index.html?endpoint={api_url}")
     client_id = page.evaluate("clickstream.clientId()")
@@ -242,7 +274,8 @@ def test_identity_from_cognito_tokens(browser: Browser, shop_origin: str, api_ur
     # bad input never reaches the API: invalid names are dropped, a discount above the price too
     assert page.evaluate("clickstream.track('Bad Name')") is None
     event = page.evaluate(
-        "clickstream.track('add_to_cart', {product: {id: 'x1', price: 10, discount_price: 12, url_path: 'no-slash'}})"
+        "clickstream.track('add_to_cart',"
+        " {product: {id: 'x1', price: 10, discount_price: 12, url_path: 'no-slash'}})"
     )
     assert event["context_product_discount_price"] is None
     assert event["context_product_url_path"] is None
@@ -250,14 +283,24 @@ def test_identity_from_cognito_tokens(browser: Browser, shop_origin: str, api_ur
     context.close()
 
 
-def test_tracker_file_stays_small_and_dependency_free() -> None:
+def test_tracker_is_small_dependency_free_es2017() -> None:
     source = (TRACKER_DIR / "clickstream.js").read_text(encoding="utf-8")
     assert len(source.encode()) < 24_000
-    assert "require(" not in source and "import " not in source
+    # esprima parses ECMAScript 2017 and rejects later syntax (optional chaining, ?? ...); it does
+    # accept object spread (ES2018), so spread is checked on the tokens
+    tree = esprima.parseScript(source)
+    assert len(tree.body) == 1  # one IIFE, nothing leaked to the global scope but `clickstream`
+    tokens = esprima.tokenize(source)
+    assert "..." not in {t.value for t in tokens if t.type == "Punctuator"}
+    assert not {t.value for t in tokens if t.type == "Identifier"} & {"require", "exports", "define"}
+    for helper in (TRACKER_DIR / "sample" / "shop.js",):
+        esprima.parseScript(helper.read_text(encoding="utf-8"))
 
 
-def test_sample_pages_reference_the_tracker() -> None:
-    for name in ("index.html", "product.html"):
-        html = (TRACKER_DIR / "sample" / name).read_text(encoding="utf-8")
+def test_sample_pages_load_the_tracker_and_mark_products() -> None:
+    index = (TRACKER_DIR / "sample" / "index.html").read_text(encoding="utf-8")
+    product = (TRACKER_DIR / "sample" / "product.html").read_text(encoding="utf-8")
+    for html in (index, product):
         assert '<script src="../clickstream.js"></script>' in html
-    assert json.dumps("data-product-id")  # attribute names documented in the README and the pages
+    assert index.count("data-product-id=") == 3 and "data-product-page" not in index
+    assert product.count("data-product-page") == 2  # the attribute and the comment explaining it

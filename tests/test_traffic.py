@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import socket
 import statistics
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -199,20 +200,13 @@ def test_usage_errors_exit_2(argv, message, capsys) -> None:
 
 
 def test_unreachable_api_is_a_failure_with_exit_1(capsys) -> None:
-    # port 9 (discard) on loopback: nothing listens there, connections are refused at once
-    code = traffic.main(
-        [
-            "--url",
-            "http://127.0.0.1:9/clickstream",
-            "--sessions",
-            "3",
-            "--rate",
-            "500",
-            "--json",
-            "--progress",
-            "never",
-        ]
-    )
+    # a port bound but not listening: every connection is refused at once
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/clickstream"
+        code = traffic.main(
+            ["--url", url, "--sessions", "3", "--rate", "500", "--json", "--progress", "never"]
+        )
     summary = json.loads(capsys.readouterr().out)
     assert code == 1
     assert summary["failed_requests"] == summary["requests"] > 0

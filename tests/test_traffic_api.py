@@ -130,6 +130,15 @@ def test_events_sent_equal_events_in_the_bucket(s3_bucket: S3Bucket, api_url: st
     assert len(keys) == summary.requests
     assert all(len(s3_bucket.read(k).decode().splitlines()) <= 7 for k in keys)
     assert summary.latency_p50_ms > 0 and summary.latency_p99_ms >= summary.latency_p50_ms
+    plain_bytes = sum(
+        len(json.dumps({"events": batch}, separators=(",", ":")).encode())
+        for plan in itertools.islice(traffic.schedule(products, seed=8, rate=200.0, start_time=start), 60)
+        for batch in traffic.batches(plan.session.events, 7)
+    )
+    if use_gzip:  # the bodies really went compressed (and ingest decoded them)
+        assert summary.bytes_sent < 0.5 * plain_bytes
+    else:
+        assert summary.bytes_sent == plain_bytes
 
 
 def test_the_command_reports_json_and_exits_0(s3_bucket: S3Bucket, api_url: str, tmp_path: Path) -> None:

@@ -160,7 +160,7 @@ def _run(
         return call_with_retries(lambda: s3.list_objects_v2(**kwargs), "S3 ListObjectsV2", policy)
 
     def refs() -> Iterator[ObjectRef]:
-        for page in list_objects(list_page, config.raw_bucket, plan):
+        for page in list_objects(list_page, config.raw_bucket, plan, config.list_page_size):
             summary.objects_seen += len(page)
             todo = page
             if not plan.reprocess:

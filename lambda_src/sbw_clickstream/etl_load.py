@@ -136,7 +136,17 @@ class Warehouse:
             self._conn = None
 
     def close(self) -> None:
-        """Close the connection (the server releases the advisory lock with the session)."""
+        """Release the run lock, then close the connection.
+
+        The server would release the lock when the session ends, but only after the backend has
+        exited: unlocking first means a run started right after this one finds the lock free.
+        """
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.rollback()
+                with self._conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock_all()")
+                self._conn.commit()
         self._drop_connection()
 
     def _reconnect(self) -> None:

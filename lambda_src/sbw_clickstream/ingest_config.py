@@ -31,7 +31,16 @@ _BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
-_SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
+_SWITCH = {
+    "on": True,
+    "true": True,
+    "1": True,
+    "yes": True,
+    "off": False,
+    "false": False,
+    "0": False,
+    "no": False,
+}
 
 
 class ConfigError(ValueError):
@@ -100,7 +109,9 @@ def load_config(env: Mapping[str, str]) -> IngestConfig:
     if endpoint is not None and not re.match(r"^https?://[^\s/]+/?$", endpoint):
         raise ConfigError(f"S3_ENDPOINT_URL={endpoint!r} is not an http(s) URL")
     return IngestConfig(
-        raw_bucket=_required(env, "RAW_BUCKET", _BUCKET_NAME, "an S3 bucket name such as clickstream-s3-ingest"),
+        raw_bucket=_required(
+            env, "RAW_BUCKET", _BUCKET_NAME, "an S3 bucket name such as clickstream-s3-ingest"
+        ),
         region=_required(env, "AWS_REGION", _REGION, "an AWS region such as ap-southeast-1"),
         cors_allow_origins=_origins(env),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", contract.MAX_BODY_BYTES, 1, contract.MAX_BODY_BYTES),

@@ -1,4 +1,4 @@
-"""clickstream-lambda-ingest: the Lambda entry point (`sbw_clickstream.ingest_handler.lambda_handler`).
+"""clickstream-lambda-ingest: the Lambda entry point, `sbw_clickstream.ingest_handler.handler`.
 
 A thin adapter for API Gateway HTTP API payload format 2.0 over the plain functions of
 `sbw_clickstream.ingest`. Configuration (`ingest_config`) is read and validated once per container:
@@ -102,6 +102,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("request accepted" if status < 300 else "request rejected", extra=fields)
     return outcome.response.to_apigw_v2()
 
+
+# The Handler setting of the function (cloudformation/ingest.yaml); lambda_handler is the same function.
+handler = lambda_handler
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda: fail the init phase on bad config
     _config = load_config(os.environ)

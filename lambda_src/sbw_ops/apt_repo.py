@@ -188,7 +188,17 @@ def ensure_signing_key(key_dir: Path, uid: str = "SBW private apt repository <op
     key_dir.mkdir(parents=True, exist_ok=True)
     key_dir.chmod(0o700)
     with _gnupg_home() as home:
-        _gpg(home, "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never", what="gpg key generation")
+        _gpg(
+            home,
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            "never",
+            what="gpg key generation",
+        )
         secret = _gpg(home, "--armor", "--export-secret-keys", what="gpg export secret").stdout
         _gpg(home, "--yes", "--output", str(public), "--export", what="gpg export public")
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -205,7 +215,9 @@ def sign_release(release: Path, key_dir: Path) -> tuple[Path, Path]:
         _gpg(home, "--import", str(key_dir / PRIVATE_KEY_NAME), what="gpg import")
         sign = ["--yes", "--pinentry-mode", "loopback", "--passphrase", "", "--digest-algo", "SHA512"]
         _gpg(home, *sign, "--clearsign", "--output", str(inrelease), str(release), what="gpg clearsign")
-        _gpg(home, *sign, "--armor", "--detach-sign", "--output", str(detached), str(release), what="gpg sign")
+        _gpg(
+            home, *sign, "--armor", "--detach-sign", "--output", str(detached), str(release), what="gpg sign"
+        )
     return inrelease, detached
 
 
@@ -303,8 +315,15 @@ def _print_uris(env: AptEnv, args: Sequence[str], scratch: Path) -> list[DebRef]
         match = _PRINT_URI.match(line.strip())
         if match and match["file"].endswith(".deb"):
             algo, _, digest = match["hash"].partition(":")
-            refs.append(DebRef(match["uri"], match["file"], int(match["size"]), digest if algo == "SHA256" else ""))
+            refs.append(
+                DebRef(match["uri"], match["file"], int(match["size"]), digest if algo == "SHA256" else "")
+            )
     return refs
+
+
+def _cached(archives: Path, ref: DebRef) -> bool:
+    path = archives / ref.filename
+    return path.is_file() and path.stat().st_size == ref.size
 
 
 def resolve_and_download(
@@ -327,11 +346,11 @@ def resolve_and_download(
             for number, command in enumerate(commands):
                 for ref in _print_uris(env, command, Path(scratch) / str(number)):
                     refs.setdefault(ref.filename, ref)
-        for command in commands:
-            env.apt_get("--download-only", *command, what=f"apt-get --download-only {command[0]}")
+        if not all(_cached(env.archives, ref) for ref in refs.values()):
+            for command in commands:
+                env.apt_get("--download-only", *command, what=f"apt-get --download-only {command[0]}")
     for ref in refs.values():
-        path = env.archives / ref.filename
-        if not path.is_file() or path.stat().st_size != ref.size:
+        if not _cached(env.archives, ref):
             raise AptRepoError(f"{ref.filename} missing from the cache after download")
     return sorted(refs.values(), key=lambda ref: ref.pool_path)
 
@@ -460,7 +479,9 @@ def publish(
     remote = list_objects(client, bucket, _key(prefix, "pool/"))
     missing = [rel for rel in debs if remote.get(_key(prefix, rel)) != (repo_dir / rel).stat().st_size]
     with concurrent.futures.ThreadPoolExecutor(max_workers=_UPLOAD_WORKERS) as pool:
-        futures = [pool.submit(_put, client, bucket, _key(prefix, rel), repo_dir / rel, rel) for rel in missing]
+        futures = [
+            pool.submit(_put, client, bucket, _key(prefix, rel), repo_dir / rel, rel) for rel in missing
+        ]
         for future in futures:
             future.result()
     result.uploaded_debs = missing
@@ -482,7 +503,13 @@ def publish(
         return result
     release = write_release(repo_dir, suite, architecture, origin)
     sign_release(release, key_dir)
-    indices = [packages_rel, f"{packages_rel}.gz", f"{dist}/Release", f"{dist}/Release.gpg", f"{dist}/InRelease"]
+    indices = [
+        packages_rel,
+        f"{packages_rel}.gz",
+        f"{dist}/Release",
+        f"{dist}/Release.gpg",
+        f"{dist}/InRelease",
+    ]
     for rel in indices:  # strictly in order: the Release files name the Packages hashes
         _put(client, bucket, _key(prefix, rel), repo_dir / rel, rel)
     result.uploaded_indices = indices
@@ -492,7 +519,9 @@ def publish(
 def _release_lists(inrelease: bytes, packages: bytes, rel: str) -> bool:
     """True when the signed Release names `rel` with the SHA256 of `packages` (indices consistent)."""
     digest = hashlib.sha256(packages).hexdigest()
-    return re.search(rf"^ {digest}\s+{len(packages)}\s+{re.escape(rel)}$", inrelease.decode(), re.M) is not None
+    return (
+        re.search(rf"^ {digest}\s+{len(packages)}\s+{re.escape(rel)}$", inrelease.decode(), re.M) is not None
+    )
 
 
 def build_and_publish(
@@ -546,7 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pub.add_argument("--suite", default=DEFAULT_SUITE)
     pub.add_argument("--architecture", default="amd64")
     pub.add_argument("--upstream-sources", type=Path, help="deb822 sources file (default: Debian 12)")
-    pub.add_argument("--no-upgrades", action="store_true", help="leave out the base system's pending upgrades")
+    pub.add_argument(
+        "--no-upgrades", action="store_true", help="leave out the base system's pending upgrades"
+    )
     pub.add_argument("--apt-option", action="append", default=[], help='extra resolver config: Name "value";')
     pub.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3", ""))
     pub.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", ""))
@@ -560,7 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             output = {"changed": extract_base_status(args.tarball, args.out)}
         else:
             upstream = Upstream(
-                sources=args.upstream_sources.read_text() if args.upstream_sources else DEFAULT_UPSTREAM_SOURCES,
+                sources=args.upstream_sources.read_text()
+                if args.upstream_sources
+                else DEFAULT_UPSTREAM_SOURCES,
                 architecture=args.architecture,
                 include_upgrades=not args.no_upgrades,
                 apt_options=tuple(args.apt_option),

@@ -98,7 +98,9 @@ def step_local_s3(state: DemoState) -> None:
 
 def step_raw_bucket(state: DemoState) -> None:
     """Create the raw bucket."""
-    s3_client(state).create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3_client(state).create_bucket(
+        Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
     state.data["raw_bucket"] = RAW_BUCKET
     state.save()
     print(f"  raw bucket: s3://{RAW_BUCKET}")
@@ -122,10 +124,18 @@ def step_local_api(state: DemoState, timeout: float = 60.0) -> None:
         "--cors-origins",
         DEMO_ORIGIN,
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), os.environ.get("PYTHONPATH", "")]),
+    }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     state.record_process("local_api", proc.pid, "sbw_ops.local_api", log_path)
     deadline = time.monotonic() + timeout
@@ -176,9 +186,11 @@ def sample_events(count: int, start: datetime) -> list[dict[str, Any]]:
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     """POST and return (status, JSON body), for 2xx and 4xx/5xx alike."""
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    if not url.startswith("http://127."):
+        raise ValueError(f"the demo only talks to 127.0.0.0/8, not {url}")
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310 (checked above)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
@@ -223,7 +235,10 @@ def step_list_objects(state: DemoState) -> None:
         rows = [json.loads(line) for line in body.splitlines() if line.strip()]
         lines += len(rows)
         sample = sample or rows[0]
-    print(f"  s3://{bucket}: {len(events)} objects under events/ holding {lines} events, {len(failed)} under failed/")
+    print(
+        f"  s3://{bucket}: {len(events)} objects under events/ holding {lines} events, "
+        f"{len(failed)} under failed/"
+    )
     for obj in (events[:3] + events[-2:]) if len(events) > 5 else events:
         print(f"    {obj['Key']}  {obj['Size']} bytes")
     for obj in failed:
@@ -277,8 +292,14 @@ def up(directory: Path = STATE_DIR) -> DemoState:
         print(f"[{number}/{len(UP_STEPS)}] {(step.__doc__ or step.__name__).splitlines()[0]}", flush=True)
         step(state)
     print()
-    print(f"demo is up. Try:  curl -s -X POST {state.data['api_url']}/clickstream -H 'content-type: application/json' \\")
-    print("""  -d '{"event_timestamp":"'$(date -u +%FT%TZ)'","event_name":"page_view","client_id":"c1","session_id":"s1"}'""")
+    print(
+        f"demo is up. Try:  curl -s -X POST {state.data['api_url']}/clickstream "
+        "-H 'content-type: application/json' \\"
+    )
+    print(
+        """  -d '{"event_timestamp":"'$(date -u +%FT%TZ)'","event_name":"page_view","""
+        """"client_id":"c1","session_id":"s1"}'"""
+    )
     print("stop it with:  make demo-down")
     return state
 
@@ -291,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             up()
         except Exception as exc:
-            print(f"demo failed: {exc}\nlogs and state: {STATE_DIR}; clean up with: make demo-down", file=sys.stderr)
+            print(
+                f"demo failed: {exc}\nlogs and state: {STATE_DIR}; clean up with: make demo-down",
+                file=sys.stderr,
+            )
             return 1
     else:
         down()

@@ -111,7 +111,9 @@ def _mkdir(path: Path) -> Path:
 
 def _included(relative: Path) -> bool:
     hidden = any(part.startswith(".") for part in relative.parts)  # editor swap files, .complete marker
-    return not hidden and not (SKIPPED_PARTS & set(relative.parts)) and relative.suffix not in SKIPPED_SUFFIXES
+    return (
+        not hidden and not (SKIPPED_PARTS & set(relative.parts)) and relative.suffix not in SKIPPED_SUFFIXES
+    )
 
 
 def iter_entries(package_dir: Path, deps_dir: Path) -> Iterator[tuple[str, Path]]:
@@ -153,7 +155,9 @@ def build(
     deps_dir = install_dependencies(requirements, deps_cache)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".building-", suffix=".zip", delete=False) as tmp:
+        with tempfile.NamedTemporaryFile(
+            dir=out_dir, prefix=".building-", suffix=".zip", delete=False
+        ) as tmp:
             scratch = Path(tmp.name)
         write_zip(iter_entries(package_dir, deps_dir), scratch)
     finally:

@@ -7,6 +7,7 @@ One implementation used by the demo (`sbw_ops.demo`) and by the pytest fixtures
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -69,7 +70,7 @@ def _log_tail(path: Path, limit: int = 2000) -> str:
 
 def _is_ready(endpoint_url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=2) as response:
+        with urllib.request.urlopen(f"{endpoint_url}/moto-api/", timeout=2) as response:  # noqa: S310 (http://127.0.0.1)
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -109,6 +110,14 @@ def start_moto_server(log_path: Path, timeout: float = 60.0, detach: bool = Fals
     raise MotoServerError(f"moto_server not ready after {timeout:.0f}s: {_log_tail(log_path)}")
 
 
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> bool:
     """SIGTERM one process by PID, wait for it, SIGKILL if it lingers. False when it was not running."""
     try:
@@ -121,14 +130,10 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
             finished, _ = os.waitpid(pid, os.WNOHANG)
             if finished == pid:
                 return True
-        except ChildProcessError:  # not our child: poll for existence instead
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+        except ChildProcessError:  # not our child: poll until it is gone (or a zombie left to its parent)
+            if not _running(pid):
                 return True
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return True

@@ -1,6 +1,6 @@
 """Generate the HTTP API's OpenAPI document from the event contract (one source of truth).
 
-    python -m sbw_ops.openapi_gen          # rewrite lambda_src/sbw_clickstream/openapi/clickstream-http-api.yaml
+    python -m sbw_ops.openapi_gen          # rewrite sbw_clickstream/openapi/clickstream-http-api.yaml
     python -m sbw_ops.openapi_gen --check  # exit 1 when the file is out of date (a test runs this check)
 
 The request schemas are the event JSON Schema (`schemas/clickstream-event.v1.json`) translated to
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from sbw_clickstream import contract, ingest
 
 OPENAPI_PATH = Path(contract.__file__).with_name("openapi") / "clickstream-http-api.yaml"
@@ -68,7 +67,7 @@ def _error_schema() -> dict[str, Any]:
         "properties": {
             "error": {
                 "type": "string",
-                "description": "Machine-readable code, e.g. validation_failed, malformed_json, payload_too_large.",
+                "description": "Machine-readable code such as validation_failed or payload_too_large.",
             },
             "message": {"type": "string"},
             "violations": {
@@ -94,7 +93,11 @@ def build_document() -> dict[str, Any]:
     json_error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
     def error(description: str, extra_headers: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"description": description, "headers": {**cors, **(extra_headers or {})}, "content": json_error}
+        return {
+            "description": description,
+            "headers": {**cors, **(extra_headers or {})},
+            "content": json_error,
+        }
 
     allow = {"Allow": {"description": "Methods allowed on /clickstream.", "schema": {"type": "string"}}}
     integration = {
@@ -112,7 +115,7 @@ def build_document() -> dict[str, Any]:
             "description": (
                 "Receives clickstream events from the shop's browser and stores them, validated and "
                 "enriched, in the raw bucket (events/YYYY/MM/DD/event-<uuid>.json, NDJSON). A body is one "
-                f"event or {{\"events\": [...]}} with 1..{contract.MAX_EVENTS_PER_REQUEST} events, at most "
+                f'event or {{"events": [...]}} with 1..{contract.MAX_EVENTS_PER_REQUEST} events, at most '
                 f"{contract.MAX_BODY_BYTES} bytes after decoding (Content-Encoding: gzip accepted). "
                 "All or nothing: one invalid event rejects the request. Events more than 5 minutes in the "
                 "future or older than the configured window (default 7 days) are rejected."
@@ -133,14 +136,18 @@ def build_document() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestBody"}}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/IngestBody"}}
+                        },
                     },
                     "responses": {
                         "200": {
                             "description": "Stored: one object holds every event of the request.",
                             "headers": cors,
                             "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/IngestAccepted"}}
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/IngestAccepted"}
+                                }
                             },
                         },
                         "400": error("Malformed JSON, bad base64/gzip, wrong shape, or contract violations."),
@@ -166,7 +173,9 @@ def build_document() -> dict[str, Any]:
                 "options": {
                     "operationId": "preflightClickstream",
                     "summary": "CORS preflight",
-                    "responses": {"204": {"description": "CORS preflight answer.", "headers": {**cors, **allow}}},
+                    "responses": {
+                        "204": {"description": "CORS preflight answer.", "headers": {**cors, **allow}}
+                    },
                     "x-amazon-apigateway-integration": integration,
                 },
             }
@@ -198,12 +207,19 @@ def build_document() -> dict[str, Any]:
                     "additionalProperties": False,
                     "required": ["accepted", "event_ids", "key", "received_at"],
                     "properties": {
-                        "accepted": {"type": "integer", "minimum": 1, "maximum": contract.MAX_EVENTS_PER_REQUEST},
+                        "accepted": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": contract.MAX_EVENTS_PER_REQUEST,
+                        },
                         "event_ids": {
                             "type": "array",
                             "items": copy.deepcopy(event["properties"]["event_id"]),
                         },
-                        "key": {"type": "string", "pattern": r"^events/\d{4}/\d{2}/\d{2}/event-[0-9a-f-]{36}\.json$"},
+                        "key": {
+                            "type": "string",
+                            "pattern": r"^events/\d{4}/\d{2}/\d{2}/event-[0-9a-f-]{36}\.json$",
+                        },
                         "received_at": {"type": "string"},
                     },
                 },
@@ -211,7 +227,11 @@ def build_document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["index", "pointer", "message"],
                     "properties": {
-                        "index": {"type": "integer", "nullable": True, "description": "Event index (0 for one event)."},
+                        "index": {
+                            "type": "integer",
+                            "nullable": True,
+                            "description": "Event index (0 for one event).",
+                        },
                         "pointer": {"type": "string", "description": "JSON pointer inside the event."},
                         "message": {"type": "string"},
                     },
@@ -234,9 +254,7 @@ class _IndentedDumper(yaml.SafeDumper):
 
 def render() -> str:
     """The file's text: header comment plus the YAML document."""
-    body = yaml.dump(
-        build_document(), Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100
-    )
+    body = yaml.dump(build_document(), Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100)
     return HEADER + "---\n" + body
 
 

@@ -441,8 +441,8 @@ class Stats:
             else:
                 self.failed_requests += 1
                 self.failed_events += events
-            if detail and len(self.errors) < 5:
-                self.errors.append(detail)
+            if detail and len(self.errors) < 5 and detail not in self.errors:
+                self.errors.append(detail)  # a few distinct samples
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -639,7 +639,7 @@ class Summary:
 
     @property
     def ok(self) -> bool:
-        return self.rejected_requests == 0 and self.failed_requests == 0 and self.requests > 0
+        return self.rejected_requests == 0 and self.failed_requests == 0
 
     def as_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "keys"}
@@ -697,7 +697,7 @@ class Progress:
                 f"rejected {stats.rejected_requests} failed {stats.failed_requests} {elapsed:.1f}s"
             )
         if self.in_place:
-            self.stream.write("\r" + line + ("\n" if final else ""))
+            self.stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))  # clear to end of line
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -806,8 +806,8 @@ def run(
         latency_p99_ms=round(percentile(stats.latencies, 99) * 1000, 2),
         latency_max_ms=round(max(stats.latencies, default=0.0) * 1000, 2),
         events_per_second=round(events / elapsed, 1) if elapsed > 0 else 0.0,
-        first_timestamp=format_timestamp(first_ts) if first_ts else None,
-        last_timestamp=format_timestamp(last_ts) if last_ts else None,
+        first_timestamp=format_timestamp(first_ts.astimezone(UTC)) if first_ts else None,
+        last_timestamp=format_timestamp(last_ts.astimezone(UTC)) if last_ts else None,
         stopped_because=stopped,
         errors=list(stats.errors),
         keys=list(stats.keys),

@@ -29,7 +29,7 @@
     cookieDomain: null, // e.g. ".shop.example" to share the ids across subdomains
     cognitoClientId: null, // Cognito app client id, to pick the right token when several exist
     idToken: null, // function returning the current Cognito id token (overrides the lookup)
-    transport: "auto", // "auto" (beacon on page hide, fetch otherwise), "beacon" or "fetch"
+    transport: "auto", // page hide: "auto" (fetch keepalive, else sendBeacon), "beacon" (same-origin API) or "fetch"
     maxRetries: 2, // re-sends of a batch after a network error or 5xx/429
     debug: false,
   };
@@ -284,7 +284,9 @@
     if (props.element) context = productOf(props.element);
     if (props.product) context = productContext(props.product);
     for (const key of Object.keys(TEXT_LIMITS).concat(["context_product_price", "context_product_discount_price"])) {
-      if (props[key] !== undefined) context[key] = key.indexOf("price") > 0 ? number(props[key]) : props[key];
+      if (props[key] === undefined) continue;
+      if (key.indexOf("price") > 0) context[key] = number(props[key]);
+      else context[key] = props[key] === null ? null : String(props[key]);
     }
     const event = Object.assign(
       {
@@ -355,17 +357,23 @@
     }
   }
 
+  // On page hide: fetch with keepalive outlives the page and, with credentials omitted, needs only the
+  // API's plain CORS answer. sendBeacon always sends credentials, so a cross-origin JSON beacon also
+  // needs Access-Control-Allow-Credentials: it is the fallback (or the choice for a same-origin API).
   function deliverOnUnload(events) {
     const body = JSON.stringify({ events: events });
     const nav = root.navigator;
-    if (config.transport !== "fetch" && nav && typeof nav.sendBeacon === "function") {
+    const beacon = () => {
       try {
-        if (nav.sendBeacon(config.endpoint, new Blob([body], { type: "application/json" }))) return true;
+        return nav.sendBeacon(config.endpoint, new Blob([body], { type: "application/json" }));
       } catch (e) {
-        log("sendBeacon refused, using fetch keepalive", e);
+        log("sendBeacon refused", e);
+        return false;
       }
-    }
-    if (typeof root.fetch === "function") {
+    };
+    const canBeacon = nav && typeof nav.sendBeacon === "function";
+    if (config.transport === "beacon" && canBeacon && beacon()) return true;
+    if (config.transport !== "beacon" && typeof root.fetch === "function" && typeof Request === "function" && "keepalive" in Request.prototype) {
       root
         .fetch(config.endpoint, {
           method: "POST",
@@ -378,7 +386,7 @@
         .catch(() => null);
       return true;
     }
-    return false;
+    return canBeacon && beacon();
   }
 
   function onHide() {
@@ -425,9 +433,9 @@
     track: track,
     flush: () => flush(false),
     pageView: pageView,
-    identity: () => identity(),
-    clientId: () => clientId(),
-    sessionId: () => session(false),
+    identity: () => (config ? identity() : null),
+    clientId: () => (config ? clientId() : null),
+    sessionId: () => (config ? session(false) : null),
     pending: () => queue.length,
   };
   root.clickstream = api;

@@ -14,11 +14,15 @@
 # `nsenter --target PID --all` (Ansible: community.docker.nsenter, ansible_nsenter_pid).
 set -euo pipefail
 
+running() {  # running PID: the process exists and is not a zombie (this machine's PID 1 may not reap)
+    [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 guest_alive() {  # guest_alive PIDFILE: the PID is alive and its parent is systemd-nspawn
     local pid ppid
     [ -s "$1" ] || return 1
     pid=$(head -n1 "$1")
-    [[ $pid =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 1
     ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || return 1
     [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" = systemd-nspawn ]
 }
@@ -41,7 +45,7 @@ start)
     nspawn=$!
     pid1=
     for _ in $(seq $((timeout * 10))); do
-        kill -0 "$nspawn" 2>/dev/null || break
+        running "$nspawn" || break
         pid1=$(pgrep -P "$nspawn" | head -n1 || true)
         [ -z "$pid1" ] || [ "$(cat "/proc/$pid1/comm" 2>/dev/null)" != systemd ] || break
         pid1=
@@ -56,7 +60,7 @@ start)
     # PID 1 answers on its private bus only once it has set itself up: wait for the socket first.
     for _ in $(seq $((timeout * 10))); do
         [ ! -S "/proc/$pid1/root/run/systemd/private" ] || break
-        kill -0 "$pid1" 2>/dev/null || break
+        running "$pid1" || break
         sleep 0.1
     done
     state=$(timeout "$timeout" nsenter --target "$pid1" --all systemctl is-system-running --wait 2>&1 || true)
@@ -89,10 +93,10 @@ stop)
     nspawn=$(awk '/^PPid:/ {print $2}' "/proc/$pid1/status")
     kill -s SIGRTMIN+4 "$pid1"
     for _ in $(seq $((timeout * 10))); do
-        [ -d "/proc/$nspawn" ] || break
+        running "$nspawn" || break
         sleep 0.1
     done
-    if [ -d "/proc/$nspawn" ]; then
+    if running "$nspawn"; then
         echo "guest $machine did not power off within ${timeout}s: killing systemd-nspawn $nspawn" >&2
         kill -KILL "$nspawn" 2>/dev/null || true
         sleep 1

@@ -45,6 +45,9 @@ for unit in getty@tty1.service systemd-networkd-wait-online.service apt-daily.ti
 done
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/tmp/* "$root"/var/tmp/*
+# Empty package lists must look stale (apt's cache_valid_time reads this directory's mtime), like
+# on a fresh EC2 image, so the first `apt update_cache` really updates.
+touch -d @0 "$root/var/lib/apt/lists"
 
 tar --zstd -C "$root" --numeric-owner --xattrs --acls -cf "$work/rootfs.tar.zst" .
 mv "$work/rootfs.tar.zst" "$tarball"

@@ -10,13 +10,18 @@
 # signals the PID in its own file: never a process found by name.
 set -euo pipefail
 
+running() {  # running PID: the process exists and is not a zombie (this machine's PID 1 may not reap)
+    [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 alive() {  # alive PIDFILE: the recorded process exists and still runs the recorded command
     local pid
     [ -s "$1" ] || return 1
     pid=$(head -n1 "$1")
-    [[ $pid =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ] || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 1
     # Guard against PID reuse: the command line recorded at start must match.
-    [ ! -s "$1.cmd" ] || cmp -s "$1.cmd" "/proc/$pid/cmdline"
+    # (cmp would trust the size /proc reports, 0: compare the contents instead.)
+    [ ! -s "$1.cmd" ] || [ "$(tr '\0' ' ' <"$1.cmd")" = "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" ]
 }
 
 action=${1:?action}
@@ -47,7 +52,7 @@ start)
         fi
         sleep 0.1
     done
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! running "$pid"; then
         echo "daemon exited at once: $*" >&2
         tail -n 20 "$logfile" >&2
         rm -f "$pidfile" "$pidfile.cmd"
@@ -65,10 +70,10 @@ stop)
     pid=$(head -n1 "$pidfile")
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq $((timeout * 10))); do
-        [ -d "/proc/$pid" ] || break
+        running "$pid" || break
         sleep 0.1
     done
-    if [ -d "/proc/$pid" ]; then
+    if running "$pid"; then
         kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$pidfile" "$pidfile.cmd" "$pidfile.lock"

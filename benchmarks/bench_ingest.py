@@ -1,0 +1,223 @@
+"""Ingest benchmark: throughput of the real code paths, as ratios to baselines measured in the same run.
+
+1. batches of 100 events in-process (decode, parse, validate, enrich, serialise, stubbed PUT) vs plain
+   json.loads of the same bodies                                             goal: ratio >= 0.10
+2. single-event requests/s through the Lambda handler on one core, S3 write stubbed, logging on
+   (to /dev/null) vs json.loads + json.dumps of the same request              goal: >= 5,000 req/s
+3. cold import of the handler module in a fresh interpreter vs `python -c pass`  goal: < 150 ms
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+LAMBDA_SRC = Path(__file__).resolve().parents[1] / "lambda_src"
+if str(LAMBDA_SRC) not in sys.path:
+    sys.path.insert(0, str(LAMBDA_SRC))
+
+from sbw_clickstream import contract, ingest, ingest_handler  # noqa: E402
+from sbw_clickstream.ingest_config import IngestConfig  # noqa: E402
+
+BATCH_GOAL_RATIO = 0.10
+SINGLE_GOAL_RPS = 5000
+IMPORT_GOAL_MS = 150.0
+
+
+class StubS3:
+    """Accepts every PUT (what the benchmark leaves out is S3's own latency)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.bytes = 0
+
+    def put_object(self, **kwargs: Any) -> None:
+        self.puts += 1
+        self.bytes += len(kwargs["Body"])
+
+
+def _event(i: int, now: datetime) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_timestamp": contract.format_timestamp(now - timedelta(seconds=i % 3600)),
+        "event_name": ("page_view", "product_view", "add_to_cart", "purchase")[i % 4],
+        "client_id": f"client-{i % 97:04d}-5f1c2b",
+        "session_id": f"session-{i % 211:05d}-a9",
+        "is_first_visit": i % 13 == 0,
+        "context_product_id": f"P-{i % 500:04d}",
+        "context_product_name": "Trail Running Shoe, waterproof",
+        "context_product_category": "Footwear",
+        "context_product_brand": "Northpeak",
+        "context_product_price": 89.9 + i % 7,
+        "context_product_discount_price": 74.5,
+        "context_product_url_path": f"/products/p-{i % 500:04d}",
+    }
+    if i % 2:
+        event["user_id"] = f"3f2a9c1e-{i % 50:04d}-cognito"
+    return event
+
+
+def _best_pair(
+    fn: Callable[[Any], None], baseline: Callable[[Any], None], items: list[Any], rounds: int = 9
+) -> tuple[float, float]:
+    """Summed best-of-`rounds` time per item of `fn` and of `baseline`, measured item by item in
+    alternation: short samples, each taken as often for both, so the figures reflect the code and
+    not which of the two happened to share the (busy, shared) machine with something else."""
+    best_fn = [float("inf")] * len(items)
+    best_base = [float("inf")] * len(items)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for i, item in enumerate(items):
+            start = clock()
+            fn(item)
+            mid = clock()
+            baseline(item)
+            end = clock()
+            best_fn[i] = min(best_fn[i], mid - start)
+            best_base[i] = min(best_base[i], end - mid)
+    return sum(best_fn), sum(best_base)
+
+
+def bench_batches(now: datetime, batches: int = 20, size: int = 100) -> None:
+    bodies = [
+        json.dumps({"events": [_event(b * size + i, now) for i in range(size)]}) for b in range(batches)
+    ]
+    config = IngestConfig(raw_bucket="bench-bucket", region="ap-southeast-1")
+    s3 = StubS3()
+    requests = [
+        ingest.IngestRequest(
+            method="POST",
+            path="/clickstream",
+            headers={"content-type": "application/json"},
+            body=body,
+            source_ip="203.0.113.9",
+            user_agent="Mozilla/5.0 bench",
+            request_id="bench",
+        )
+        for body in bodies
+    ]
+    for req in requests[:2]:  # warm-up, and proof the path accepts them
+        assert ingest.handle_request(req, config, s3, now).response.status == 200
+
+    def run_ingest(pair: tuple[ingest.IngestRequest, str]) -> None:
+        ingest.handle_request(pair[0], config, s3, now)
+
+    def run_loads(pair: tuple[ingest.IngestRequest, str]) -> None:
+        json.loads(pair[1])
+
+    events = batches * size
+    t_ingest, t_loads = _best_pair(run_ingest, run_loads, list(zip(requests, bodies, strict=True)))
+    ingest_eps, loads_eps = events / t_ingest, events / t_loads
+    ratio = ingest_eps / loads_eps
+    print(f"batch ingest (100 events/request): {ingest_eps:,.0f} events/s in-process")
+    print(f"  baseline json.loads of the same bodies: {loads_eps:,.0f} events/s")
+    print(
+        f"  ratio {ratio:.3f} (goal >= {BATCH_GOAL_RATIO:.2f}) "
+        f"{'OK' if ratio >= BATCH_GOAL_RATIO else 'BELOW GOAL'}"
+    )
+
+
+def bench_single(now: datetime, count: int = 2000) -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    s3 = StubS3()
+    ingest_handler.configure_with(IngestConfig(raw_bucket="bench-bucket", region="ap-southeast-1"), s3=s3)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives for the benchmark
+    for handler in ingest_handler.logger.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(devnull)
+    events = []
+    for i in range(count):
+        body = json.dumps(_event(i, now))
+        events.append(
+            {
+                "version": "2.0",
+                "rawPath": "/clickstream",
+                "headers": {
+                    "content-type": "application/json",
+                    "user-agent": "Mozilla/5.0 bench",
+                    "origin": "https://shop.example",
+                },
+                "requestContext": {
+                    "requestId": f"req-{i}",
+                    "stage": "$default",
+                    "http": {
+                        "method": "POST",
+                        "path": "/clickstream",
+                        "sourceIp": "203.0.113.9",
+                        "userAgent": "UA",
+                    },
+                },
+                "body": body,
+                "isBase64Encoded": False,
+            }
+        )
+    assert ingest_handler.lambda_handler(events[0], None)["statusCode"] == 200
+
+    def run_handler(event: dict[str, Any]) -> None:
+        ingest_handler.lambda_handler(event, None)
+
+    def run_baseline(event: dict[str, Any]) -> None:
+        json.dumps(json.loads(event["body"]))
+
+    t_handler, t_base = _best_pair(run_handler, run_baseline, events, rounds=5)
+    rps, base_rps = count / t_handler, count / t_base
+    print(f"single-event requests through the handler (S3 stubbed, one core): {rps:,.0f} req/s")
+    print(f"  goal >= {SINGLE_GOAL_RPS:,} req/s: {'OK' if rps >= SINGLE_GOAL_RPS else 'BELOW GOAL'}")
+    print(
+        f"  baseline json.loads+json.dumps of the same request: {base_rps:,.0f} req/s; "
+        f"ratio {rps / base_rps:.3f}"
+    )
+    devnull.close()
+
+
+def _subprocess_seconds(code: str, runs: int) -> tuple[float, float]:
+    """(median in-process import seconds printed by `code`, median wall seconds of the process)."""
+    env = {**os.environ, "PYTHONPATH": str(LAMBDA_SRC), "PYTHONDONTWRITEBYTECODE": "0"}
+    env.pop("AWS_LAMBDA_FUNCTION_NAME", None)
+    inner, wall = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        wall.append(time.perf_counter() - start)
+        inner.append(float(out.stdout.strip() or 0))
+    return statistics.median(inner), statistics.median(wall)
+
+
+def bench_cold_import(runs: int = 7) -> None:
+    measure = (
+        "import time; t = time.perf_counter(); import sbw_clickstream.ingest_handler; "
+        "print(time.perf_counter() - t)"
+    )
+    _subprocess_seconds(measure, 1)  # write .pyc files first: Lambda zips ship them compiled
+    import_s, wall_s = _subprocess_seconds(measure, runs)
+    _, bare_s = _subprocess_seconds("pass", runs)
+    ms = import_s * 1000
+    print(f"cold import of sbw_clickstream.ingest_handler: {ms:.1f} ms (median of {runs} fresh interpreters)")
+    print(f"  goal < {IMPORT_GOAL_MS:.0f} ms: {'OK' if ms < IMPORT_GOAL_MS else 'ABOVE GOAL'}")
+    print(
+        f"  whole process {wall_s * 1000:.0f} ms vs bare `python -c pass` {bare_s * 1000:.0f} ms: "
+        f"ratio {wall_s / bare_s:.2f}"
+    )
+
+
+def main() -> None:
+    now = datetime.now(UTC)
+    bench_batches(now)
+    bench_single(now)
+    bench_cold_import()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Cost of a no-op `site.yml` re-run on the sandbox, per host, against a same-run baseline.
+
+Over SSM every task is a round trip of seconds, so the figure that matters is the number of tasks a
+re-run executes per host; the wall time is printed as a ratio to the baseline measured in the same
+run: one `ansible -m ansible.builtin.ping` round trip to the same hosts (connection + one module).
+
+Brings up its own sandbox (unique name, state directories and moto port; the inventory's addresses),
+converges it once, measures, and tears it down. Helpers are shared with tests/test_site_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from tests.test_site_sandbox import REPO, ansible_env, free_port, play_recap, run_playbook
+
+ROUNDS = 3
+HOSTS = ("webdb", "dwh")
+
+
+def _median_seconds(action: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[float, str]:
+    """Median wall time of ROUNDS calls of `action`, and the stdout of the last one."""
+    times: list[float] = []
+    stdout = ""
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        result = action()
+        times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise RuntimeError(f"{result.args} failed:\n{result.stdout[-3000:]}")
+        stdout = result.stdout
+    return statistics.median(times), stdout
+
+
+def main() -> None:
+    env = ansible_env()
+    with TemporaryDirectory(prefix="sbw-bench-site-") as tmp:
+        extra = {
+            "sandbox_name": f"sbwb{uuid.uuid4().hex[:6]}",
+            "sandbox_state_dir": f"{tmp}/state",
+            "sandbox_run_dir": f"{tmp}/run",
+            "sandbox_moto_port": free_port(),
+        }
+        ping_argv = [
+            str(Path(sys.executable).parent / "ansible"),
+            ":".join(HOSTS),
+            "-m",
+            "ansible.builtin.ping",
+            "-e",
+            json.dumps(extra),
+        ]
+        try:
+            for playbook in ("playbooks/sandbox.yml", "site.yml"):  # bring up, converge once
+                result = run_playbook(playbook, extra, env)
+                if result.returncode != 0:
+                    raise RuntimeError(f"{playbook} failed:\n{result.stdout[-3000:]}")
+            ping_s, _ = _median_seconds(
+                lambda: subprocess.run(
+                    ping_argv, cwd=REPO, env=env, capture_output=True, text=True, check=False
+                )
+            )
+            rerun_s, stdout = _median_seconds(lambda: run_playbook("site.yml", extra, env))
+        finally:
+            run_playbook("playbooks/sandbox.yml", {**extra, "sandbox_state": "absent"}, env)
+
+    recap = {host: counts for host, counts in play_recap(stdout).items() if host in HOSTS}
+    changed = sum(counts["changed"] for counts in recap.values())
+    print(f"baseline: ansible -m ping round trip, {len(HOSTS)} hosts (median of {ROUNDS}): {ping_s:.2f} s")
+    print(
+        f"site.yml no-op re-run (median of {ROUNDS}): {rerun_s:.2f} s = {rerun_s / ping_s:.1f}x baseline, "
+        f"changed={changed}"
+    )
+    for host, counts in sorted(recap.items()):
+        # ok counts every task that ran (controller-only ones such as assert/set_fact too): an upper
+        # bound of the SSM round trips; skipped tasks cost no round trip.
+        print(
+            f"  {host}: {counts['ok']} tasks run, {counts['skipped']} skipped per re-run "
+            f"-> at most {counts['ok']} SSM round trips (~{counts['ok'] * ping_s:.0f} s at one ping each)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+# The server: one warehouse connection per browser session, every figure from the query layer,
+# every failure turned into a sentence on the page (the details go to the log, never the page).
+
+fmt_int <- function(x) format(round(as.numeric(x)), big.mark = ",", scientific = FALSE, trim = TRUE)
+fmt_money <- function(x) formatC(as.numeric(x), format = "f", digits = 2, big.mark = ",")
+fmt_pct <- function(x) ifelse(is.na(x), "-", sprintf("%.1f%%", 100 * as.numeric(x)))
+
+# Runs `fn`; returns list(ok = TRUE, value) or list(ok = FALSE, message, unavailable).
+guarded <- function(fn) {
+  tryCatch(list(ok = TRUE, value = fn()), error = function(e) {
+    detail <- if (!is.null(e$detail)) paste0(" (", e$detail, ")") else ""
+    message("sbw_dashboard: ", conditionMessage(e), detail)
+    if (inherits(e, "sbw_db_error")) {
+      list(ok = FALSE, message = conditionMessage(e), unavailable = inherits(e, "sbw_db_unavailable"))
+    } else {
+      list(ok = FALSE, message = "This figure could not be computed; the server log has the details.",
+           unavailable = FALSE)
+    }
+  })
+}
+
+dashboard_server <- function(input, output, session) {
+  db <- sbw_db()
+  session$onSessionEnded(function() sbw_db_disconnect(db))
+
+  filters <- shiny::reactive({
+    shiny::req(input$date_from, input$date_to, input$timezone)
+    input$refresh
+    shiny::validate(shiny::need(input$date_to >= input$date_from, "The period ends before it starts."))
+    sbw_filters(input$date_from, input$date_to, input$timezone, input$category, input$brand, input$event_name)
+  })
+
+  freshness <- shiny::reactive({
+    input$refresh
+    shiny::invalidateLater(60000)
+    guarded(function() query_freshness(db, input$timezone %||% "UTC"))
+  })
+
+  # One result per query; each output shows its own message when its query fails.
+  kpis <- shiny::reactive(guarded(function() query_kpis(db, filters())))
+  series <- shiny::reactive(guarded(function() query_events_over_time(db, filters(), input$granularity)))
+  funnel <- shiny::reactive(guarded(function() query_funnel(db, filters())))
+  tops <- shiny::reactive({
+    f <- filters()
+    metric <- input$top_metric
+    guarded(function() list(
+      products = query_top(db, f, "products", metric, 10),
+      categories = query_top(db, f, "categories", metric, 10),
+      brands = query_top(db, f, "brands", metric, 10)
+    ))
+  })
+  audience <- shiny::reactive(guarded(function() list(
+    identity = query_identity(db, filters()),
+    new_returning = query_new_vs_returning(db, filters())
+  )))
+
+  # The choices of the category / brand / event filters follow the period; a selection stays.
+  shiny::observeEvent(list(input$date_from, input$date_to, input$timezone, input$refresh), {
+    shiny::req(input$date_from, input$date_to, input$timezone, input$date_to >= input$date_from)
+    f <- sbw_filters(input$date_from, input$date_to, input$timezone)
+    res <- guarded(function() query_filter_choices(db, f))
+    if (!res$ok) return()
+    update <- function(id, all_label, values) {
+      keep <- shiny::isolate(input[[id]])
+      values <- union(values, if (nzchar(keep %||% "")) keep)
+      shiny::updateSelectInput(session, id, choices = c(stats::setNames("", all_label), values),
+                               selected = keep %||% "")
+    }
+    update("category", "All categories", res$value$category)
+    update("brand", "All brands", res$value$brand)
+    update("event_name", "All events", res$value$event_name)
+  })
+
+  has_data <- shiny::reactive({
+    fr <- freshness()
+    !fr$ok || isTRUE(fr$value$has_data)
+  })
+
+  # Shared guard for every figure: database down / empty warehouse / query error -> a sentence.
+  need_result <- function(res) {
+    shiny::validate(shiny::need(has_data(), "No data yet."))
+    shiny::validate(shiny::need(res$ok, res$message %||% ""))
+    res$value
+  }
+
+  output$banner <- shiny::renderUI({
+    fr <- freshness()
+    k <- kpis()
+    failed <- Filter(function(r) !r$ok, list(fr, k))
+    if (length(failed) > 0) {
+      down <- any(vapply(failed, function(r) isTRUE(r$unavailable), logical(1)))
+      text <- if (down) {
+        paste(failed[[1]]$message, "The figures below are unavailable; press Refresh to retry.")
+      } else {
+        failed[[1]]$message
+      }
+      return(shiny::div(id = "sbw-db-error", class = "sbw-banner sbw-banner-error",
+                        shiny::strong(if (down) "Database unavailable. " else "Query failed. "), text))
+    }
+    if (!isTRUE(fr$value$has_data)) {
+      return(shiny::div(id = "sbw-no-data", class = "sbw-banner sbw-banner-empty",
+                        shiny::strong("No data yet. "),
+                        "The warehouse holds no clickstream events; they appear after the next ETL run."))
+    }
+    if (k$ok && k$value$events == 0) {
+      return(shiny::div(id = "sbw-no-match", class = "sbw-banner sbw-banner-empty",
+                        "No events in the selected period and filters."))
+    }
+    NULL
+  })
+
+  output$freshness <- shiny::renderUI({
+    fr <- freshness()
+    if (!fr$ok) return(NULL)
+    v <- fr$value
+    tz <- input$timezone
+    age <- function(s) {
+      if (is.na(s)) return("")
+      s <- as.numeric(s)
+      if (s < 3600) sprintf(" (%d min ago)", round(s / 60)) else if (s < 172800) sprintf(" (%.1f h ago)", s / 3600)
+      else sprintf(" (%.1f days ago)", s / 86400)
+    }
+    stale <- function(s) !is.na(s) && as.numeric(s) > 2 * 3600
+    newest <- if (is.na(v$newest_event)) "none yet" else paste0(v$newest_event, " ", tz, age(v$newest_event_age_s))
+    run <- if (is.na(v$last_run_status)) {
+      "never"
+    } else {
+      paste0(v$last_run_status, ", ", v$last_run_finished %|na|% paste("started", v$last_run_started), " ", tz,
+             age(v$last_run_age_s), ", ", fmt_int(v$last_run_rows), " rows")
+    }
+    shiny::tagList(
+      shiny::span(id = "sbw-newest-event", class = if (stale(v$newest_event_age_s)) "sbw-stale",
+                  paste("Newest event:", newest)),
+      " · ",
+      shiny::span(id = "sbw-last-etl-run", class = if (stale(v$last_run_age_s) || !identical(v$last_run_status, "succeeded")) "sbw-stale",
+                  paste("Last ETL run:", run))
+    )
+  })
+
+  kpi_value <- function(id) {
+    force(id)
+    shiny::renderText({
+      k <- need_result(kpis())
+      switch(id,
+        conversion_rate = fmt_pct(k$conversion_rate),
+        revenue = fmt_money(k$revenue),
+        fmt_int(k[[id]])
+      )
+    })
+  }
+  for (id in names(SBW_KPIS)) {
+    output[[paste0("kpi_", id)]] <- kpi_value(id)
+  }
+
+  output$events_plot <- shiny::renderPlot({
+    df <- need_result(series())
+    shiny::validate(shiny::need(nrow(df) > 0, "No events in the selected period and filters."))
+    ggplot2::ggplot(df, ggplot2::aes(x = bucket, y = events, colour = event_name)) +
+      ggplot2::geom_line() + ggplot2::geom_point(size = 1) +
+      ggplot2::labs(x = paste("Time", input$timezone), y = "Events", colour = "Event") +
+      ggplot2::theme_minimal(base_size = 13)
+  })
+
+  output$funnel_plot <- shiny::renderPlot({
+    df <- need_result(funnel())
+    df$step_name <- factor(df$step_name, levels = SBW_FUNNEL_STEPS)
+    ggplot2::ggplot(df, ggplot2::aes(x = step_name, y = sessions)) +
+      ggplot2::geom_col(fill = "#2c7fb8") +
+      ggplot2::geom_text(ggplot2::aes(label = fmt_int(sessions)), vjust = -0.3) +
+      ggplot2::labs(x = NULL, y = "Sessions") + ggplot2::theme_minimal(base_size = 13)
+  })
+
+  output$funnel_table <- shiny::renderTable({
+    df <- need_result(funnel())
+    data.frame(Step = df$step_name, Sessions = fmt_int(df$sessions),
+               `From previous step` = fmt_pct(df$rate_from_previous), `From first step` = fmt_pct(df$rate_from_first),
+               check.names = FALSE)
+  })
+
+  top_table <- function(part, first_cols) {
+    force(part)
+    force(first_cols)
+    shiny::renderTable({
+      df <- need_result(tops())[[part]]
+      shiny::validate(shiny::need(nrow(df) > 0, "No product events in the selected period and filters."))
+      df$revenue <- fmt_money(df$revenue)
+      df[, c(first_cols, "views", "add_to_carts", "purchases", "revenue")]
+    })
+  }
+  output$top_products <- top_table("products", c("product_id", "product_name", "category", "brand"))
+  output$top_categories <- top_table("categories", c("category", "products"))
+  output$top_brands <- top_table("brands", c("brand", "products"))
+
+  output$identity_table <- shiny::renderTable(need_result(audience())$identity)
+  output$new_returning_table <- shiny::renderTable(need_result(audience())$new_returning)
+}
+
+`%|na|%` <- function(a, b) if (is.null(a) || is.na(a)) b else a
+`%||%` <- function(a, b) if (is.null(a) || length(a) == 0) b else a
