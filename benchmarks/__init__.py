@@ -1,1 +1,4 @@
-"""Benchmarks run by `make bench`; each module bench_*.py has a main() printing ratios to a same-run baseline."""
+"""Benchmarks run by `make bench`.
+
+Each module bench_*.py has a main() printing its figures as ratios to a same-run baseline.
+"""

@@ -142,6 +142,7 @@ def main() -> None:
             best, best_rate = summary, rate
     if best is None:
         print(f"no rate kept p99 under {P99_LIMIT_MS:.0f} ms (a loaded machine, or the adapter's latency)")
+        print(f"  baseline: in-process ingest handler {handler_eps:,.0f} events/s; ratio 0.000")
         return
     ratio = best.events_per_second / handler_eps
     print(

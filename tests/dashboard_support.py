@@ -9,6 +9,7 @@ and ``tests/test_dashboard_browser.py`` (numbers on the page).
 from __future__ import annotations
 
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -297,23 +298,56 @@ def write_db_config(path: Path, host: str, port: int, dbname: str, user: str, pa
     return path
 
 
-def start_shiny(db_config: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
-    """The app in a plain R process on 127.0.0.1:<free port> (no Shiny Server); waits until it answers."""
+def _shiny_command(port: int) -> list[str]:
     rscript = shutil.which("Rscript")
     assert rscript, "Rscript is missing: apt-get install r-base-core (listed in .ci/apt-packages.txt)"
-    port = port or free_port()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(log.parent), "SBW_DASHBOARD_DB_CONFIG": str(db_config)}
     code = f"shiny::runApp('{APP_DIR}', host = '127.0.0.1', port = {port}L, launch.browser = FALSE)"
-    handle = log.open("wb")
-    proc = subprocess.Popen([rscript, "-e", code], stdout=handle, stderr=subprocess.STDOUT, env=env)
+    return [rscript, "-e", code]
+
+
+def _shiny_env(db_config: Path, home: Path) -> dict[str, str]:
+    path = "/usr/sbin:/usr/bin:/sbin:/bin"
+    return {"PATH": path, "HOME": str(home), "TZ": "UTC", "SBW_DASHBOARD_DB_CONFIG": str(db_config)}
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, log: Path, probe_prefix: list[str]) -> None:
+    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1)"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the Shiny app exited: {log.read_text(errors='replace')[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, port
-        except OSError:
-            time.sleep(0.2)
+        cmd = [*probe_prefix, "python3", "-c", probe]
+        if subprocess.run(cmd, stderr=subprocess.DEVNULL, check=False).returncode == 0:
+            return
+        time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the Shiny app did not listen on {port}: {log.read_text(errors='replace')[-3000:]}")
+
+
+def start_shiny(db_config: Path, log: Path) -> tuple[subprocess.Popen, int]:
+    """The app in a plain R process on the controller's 127.0.0.1:<free port>; waits until it listens."""
+    port = free_port()
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        _shiny_command(port), stdout=handle, stderr=subprocess.STDOUT, env=_shiny_env(db_config, log.parent)
+    )
+    _wait_listening(proc, port, log, [])
+    return proc, port
+
+
+def start_shiny_in_netns(db_config: Path, log: Path, port: int = 3838) -> subprocess.Popen:
+    """The app in its own network namespace (unshare -n), on that namespace's 127.0.0.1:`port`.
+
+    Like a sandbox host: reachable only by entering the namespace (the port-forward playbook's
+    sandbox backend does). The database must be given as a unix-socket directory (no network).
+    """
+    inner = " ".join(shlex.quote(a) for a in _shiny_command(port))
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=_shiny_env(db_config, log.parent),
+    )
+    _wait_listening(proc, port, log, ["nsenter", "-t", str(proc.pid), "-n"])
+    return proc

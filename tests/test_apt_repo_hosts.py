@@ -31,6 +31,13 @@ GATEWAY = "198.18.0.41"
 BUCKET = "clickstream-s3-artifacts"
 PREFIX = "repo"
 PACKAGES = ["hello", "sl"]
+# Module-scoped fixtures run before the autouse fake-credentials fixture: pass them explicitly.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "ap-southeast-1",
+}
 
 
 def _free_port() -> int:
@@ -48,6 +55,7 @@ def _env() -> dict[str, str]:
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+        **FAKE_AWS,
     }
 
 
@@ -161,7 +169,14 @@ def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHostSandbo
 def bucket(one_host: OneHostSandbox) -> Any:
     """The artifacts bucket in the sandbox's moto with the storage stack's repository statement
     (anonymous s3:GetObject on the prefix under aws:sourceVpce, a condition moto ignores)."""
-    s3 = boto3.client("s3", endpoint_url=one_host.endpoint_url, region_name="ap-southeast-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=one_host.endpoint_url,
+        region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=FAKE_AWS["AWS_SESSION_TOKEN"],
+    )
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-southeast-1"})
     policy = {
         "Version": "2012-10-17",

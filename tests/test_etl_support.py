@@ -219,7 +219,7 @@ class TcpProxy:
                     if not data:
                         return
                     (b if sock is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket down() just closed
             return
         finally:
             for sock in (a, b):

@@ -30,16 +30,13 @@ class CapturingS3:
 
 
 def _timestamps() -> st.SearchStrategy[str]:
-    """RFC 3339 strings in every shape the pattern allows, inside the accepted window."""
-    now = datetime.now(UTC)
-    moment = st.datetimes(
-        min_value=(now - timedelta(days=6, hours=23)).replace(tzinfo=None),
-        max_value=(now + timedelta(minutes=4)).replace(tzinfo=None),
-    )
+    """RFC 3339 strings in every shape the pattern allows, inside the accepted window (relative to the
+    moment of drawing, so a test run long after collection still draws accepted timestamps)."""
+    age = st.timedeltas(min_value=-timedelta(minutes=4), max_value=timedelta(days=6, hours=23))
     offset = st.integers(-12 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
 
-    def render(moment: datetime, tz: timezone, digits: int, zulu: str, sep: str) -> str:
-        local = moment.replace(tzinfo=UTC).astimezone(tz)
+    def render(age: timedelta, tz: timezone, digits: int, zulu: str, sep: str) -> str:
+        local = (datetime.now(UTC) - age).astimezone(tz)
         text = local.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
         if digits:
             text += "." + f"{local.microsecond:06d}{'0' * 3}"[:digits]
@@ -48,7 +45,7 @@ def _timestamps() -> st.SearchStrategy[str]:
         return text + local.strftime("%z")[:3] + ":" + local.strftime("%z")[3:]
 
     return st.builds(
-        render, moment, offset, st.integers(0, 9), st.sampled_from(["", "Z", "z"]), st.sampled_from("Tt")
+        render, age, offset, st.integers(0, 9), st.sampled_from(["", "Z", "z"]), st.sampled_from("Tt")
     )
 
 

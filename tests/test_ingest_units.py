@@ -254,3 +254,28 @@ def test_stage_prefix_is_removed_from_the_path() -> None:
     }
     req = IngestRequest.from_apigw_v2(event)
     assert (req.path, req.method, req.headers["content-type"]) == ("/clickstream", "POST", "application/json")
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {},
+        {"user_id": "u-1"},
+        {"user_id": None},
+        {"event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"},
+        {"event_id": None},
+        {"user_login_state": None, "identity_source": "google"},
+        {"user_login_state": "guest", "identity_source": None, "user_id": "u"},
+        {"context_product_name": 'Ünïcode ☕ "quoted" \\ back'},
+    ],
+)
+def test_fast_serialisation_equals_enrich_then_serialise(
+    patch: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = ingest.RequestContext("2026-11-25T12:00:00.000000Z", 'UA "x"', None)
+    events = [{**EVENT, **patch}, dict(EVENT)]
+    ids = keys.uuid7_strings(2)
+    monkeypatch.setattr(keys, "uuid7_strings", lambda count, unix_ms=None: ids[:count])
+    body, event_ids = ingest.enriched_ndjson(events, ctx)
+    assert body == ingest.serialise_ndjson(ingest.enrich_events(events, ctx))
+    assert event_ids == [json.loads(line)["event_id"] for line in body.decode().splitlines()]

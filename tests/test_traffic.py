@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import random
@@ -223,3 +224,23 @@ def test_backdated_traffic_stays_in_the_window(products) -> None:
         for event in plan.session.events:
             moment = parse_timestamp(event["event_timestamp"])
             assert now - traffic.DEFAULT_MAX_EVENT_AGE < moment
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_tty_aware() -> None:
+    stats = traffic.Stats(sessions=5, requests=4)
+    stats.events_by_name.update({"page_view": 12})
+    tty, pipe, forced = _Tty(), io.StringIO(), io.StringIO()
+    for stream, mode in ((tty, "auto"), (pipe, "auto"), (forced, "always")):
+        bar = traffic.Progress(stream, mode, lambda: 0.5)
+        bar.update(stats, 6.0)
+        bar.update(stats, 6.05)  # too soon after the last one: not drawn again
+        bar.update(stats, 7.0, final=True)
+    assert tty.getvalue().count("\r") == 2 and tty.getvalue().endswith("\n")
+    assert "50.0% 5 sessions 12 events 4 requests" in tty.getvalue()
+    assert pipe.getvalue() == ""  # not a terminal: no bar unless asked
+    assert "\r" not in forced.getvalue() and forced.getvalue().count("\n") == 2

@@ -36,7 +36,7 @@ class EtlConfig:
     password: str | None = None
     prefix: str = EVENTS_PREFIX
     lookback_minutes: int = 15
-    read_concurrency: int = 32
+    read_concurrency: int = 64
     list_page_size: int = 1000
     batch_objects: int = 500
     batch_rows: int = 20_000
@@ -88,7 +88,7 @@ class EtlConfig:
             password_param=password_param,
             password=password,
             lookback_minutes=_int(env, "ETL_LOOKBACK_MINUTES", 15, 0, 7 * 24 * 60),
-            read_concurrency=_int(env, "ETL_READ_CONCURRENCY", 32, 1, 256),
+            read_concurrency=_int(env, "ETL_READ_CONCURRENCY", 64, 1, 256),
             list_page_size=_int(env, "ETL_LIST_PAGE_SIZE", 1000, 1, 1000),
             batch_objects=_int(env, "ETL_BATCH_OBJECTS", 500, 1, 100_000),
             batch_rows=_int(env, "ETL_BATCH_ROWS", 20_000, 1, 10_000_000),

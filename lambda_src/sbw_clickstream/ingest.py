@@ -456,6 +456,55 @@ def serialise_ndjson(events: list[dict[str, Any]]) -> bytes:
     return ("\n".join([_encode_line(e) for e in events]) + "\n").encode("utf-8")
 
 
+def enriched_ndjson(events: list[dict[str, Any]], ctx: RequestContext) -> tuple[bytes, list[str]]:
+    """`serialise_ndjson(enrich_events(events, ctx))` byte for byte, and the event ids, made faster.
+
+    The hot path of ingest: each client event is encoded as sent and the derived fields and the
+    request's enrichment (encoded once per request) are appended to its JSON text, instead of copying
+    and re-encoding every event dict. An event with an explicit null in a derived field takes
+    enrich_event, so both paths give the same bytes (tests/test_ingest_units.py checks it).
+    """
+    new_ids = keys.uuid7_strings(len(events))
+    tail = (
+        ","
+        + _encode_line(
+            {
+                "received_at": ctx.received_at,
+                "schema_version": ctx.schema_version,
+                "user_agent": ctx.user_agent,
+                "client_ip": ctx.client_ip,
+            }
+        )[1:]
+    )
+    lines: list[str] = []
+    event_ids: list[str] = []
+    for event, new_id in zip(events, new_ids, strict=True):
+        get = event.get
+        if (
+            ("event_id" in event and get("event_id") is None)
+            or ("user_login_state" in event and get("user_login_state") is None)
+            or ("identity_source" in event and get("identity_source") is None)
+        ):
+            full = enrich_event(event, ctx, new_id)
+            lines.append(_encode_line(full))
+            event_ids.append(full["event_id"])
+            continue
+        parts = [_encode_line(event)[:-1]]
+        event_id = get("event_id")
+        if event_id is None:
+            event_id = new_id
+            parts.append(f',"event_id":"{new_id}"')
+        logged_in = get("user_id") is not None
+        if "user_login_state" not in event:
+            parts.append(',"user_login_state":"logged_in"' if logged_in else ',"user_login_state":"guest"')
+        if "identity_source" not in event:
+            parts.append(',"identity_source":"cognito"' if logged_in else ',"identity_source":"anonymous"')
+        parts.append(tail)
+        lines.append("".join(parts))
+        event_ids.append(event_id)
+    return ("\n".join(lines) + "\n").encode("utf-8"), event_ids
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 
@@ -523,8 +572,10 @@ def write_failed_record(s3: Any, bucket: str, key: str, record: bytes) -> None:
 # --- the whole request -------------------------------------------------------------------------
 
 
-def accept(request: IngestRequest, config: IngestConfig, received_at: datetime) -> list[dict[str, Any]]:
-    """Decode, parse and validate a POST body; the enriched events, or RequestRejectedError."""
+def accept(
+    request: IngestRequest, config: IngestConfig, received_at: datetime
+) -> tuple[list[dict[str, Any]], RequestContext]:
+    """Decode, parse and validate a POST body: its events and enrichment context, or RequestRejectedError."""
     gzipped = check_content_type(request.headers)
     data = decode_body(request, gzipped, config.max_body_bytes)
     events, batch = parse_events(data, config.max_events_per_request)
@@ -533,7 +584,7 @@ def accept(request: IngestRequest, config: IngestConfig, received_at: datetime) 
         count = len({v.index for v in violations})
         what = f"{count} of {len(events)} events are invalid" if batch else "the event is invalid"
         raise RequestRejectedError(400, "validation_failed", f"{what}; nothing was stored", violations)
-    return enrich_events(events, request_context(request, received_at))
+    return events, request_context(request, received_at)
 
 
 def handle_request(
@@ -546,14 +597,14 @@ def handle_request(
         check_route(request, config)
         if request.method == "OPTIONS":
             return IngestOutcome(preflight_response(request, config))
-        enriched = accept(request, config, received_at)
+        events, ctx = accept(request, config, received_at)
     except RequestRejectedError as rejection:
         return _rejected(request, rejection, config, s3, received_at, cors)
     object_id = keys.uuid7(int(received_at.timestamp() * 1000))
     key = keys.event_key(received_at, object_id)
-    body = serialise_ndjson(enriched)
+    body, event_ids = enriched_ndjson(events, ctx)
     try:
-        write_events(s3, config.raw_bucket, key, body, len(enriched))
+        write_events(s3, config.raw_bucket, key, body, len(events))
     except Exception as exc:  # any S3/transport failure: nothing was stored, the client retries
         return IngestOutcome(
             IngestResponse(
@@ -566,22 +617,22 @@ def handle_request(
                 },
                 {**cors, "retry-after": str(RETRY_AFTER_SECONDS)},
             ),
-            events=len(enriched),
+            events=len(events),
             storage_error=f"{type(exc).__name__}: {exc}",
         )
     return IngestOutcome(
         IngestResponse(
             200,
             {
-                "accepted": len(enriched),
-                "event_ids": [e["event_id"] for e in enriched],
+                "accepted": len(events),
+                "event_ids": event_ids,
                 "key": key,
-                "received_at": enriched[0]["received_at"],
+                "received_at": ctx.received_at,
             },
             cors,
         ),
         event_key=key,
-        events=len(enriched),
+        events=len(events),
     )
 
 

@@ -1,1 +1,4 @@
-"""Controller-side tooling (local API adapter, demo, traffic generator, builds): never shipped in a Lambda zip."""
+"""Controller-side tooling (local API, demo, traffic generator, builds).
+
+Never shipped in a Lambda zip.
+"""

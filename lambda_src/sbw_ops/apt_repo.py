@@ -48,6 +48,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 DEFAULT_CACHE_DIR = Path("/var/cache/sbw-sandbox/apt-repo")
 DEFAULT_SUITE = "bookworm"
 DEFAULT_COMPONENT = "main"
@@ -610,8 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 upstream,
                 args.suite,
             ).as_dict()
-    except AptRepoError as error:
-        json.dump({"failed": True, "msg": str(error)}, sys.stdout)
+    except (AptRepoError, BotoCoreError, ClientError) as error:
+        json.dump({"failed": True, "changed": False, "msg": f"{type(error).__name__}: {error}"}, sys.stdout)
         return 1
     json.dump(output, sys.stdout)
     return 0

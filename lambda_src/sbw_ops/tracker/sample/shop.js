@@ -2,8 +2,14 @@
 (function () {
   "use strict";
   const params = new URLSearchParams(location.search);
-  const endpoint = params.get("endpoint") || sessionStorage.getItem("sbw_demo_endpoint") || "http://127.0.0.1:8080/clickstream";
-  sessionStorage.setItem("sbw_demo_endpoint", endpoint);
+  // ?endpoint=...&flush_ms=... on the first page; remembered for the tab's other pages
+  const setting = (name, fallback) => {
+    const value = params.get(name) || sessionStorage.getItem("sbw_demo_" + name) || fallback;
+    sessionStorage.setItem("sbw_demo_" + name, value);
+    return value;
+  };
+  const endpoint = setting("endpoint", "http://127.0.0.1:8080/clickstream");
+  const flushMs = Number(setting("flush_ms", "5000"));
   const APP_CLIENT = "demo-app-client";
   const PREFIX = "CognitoIdentityServiceProvider." + APP_CLIENT + ".";
 
@@ -25,7 +31,7 @@
   }
 
   window.sampleShop = { endpoint: endpoint, signIn: signIn, signOut: signOut };
-  window.clickstream.init({ endpoint: endpoint, cognitoClientId: APP_CLIENT, debug: params.has("debug") });
+  window.clickstream.init({ endpoint: endpoint, flushInterval: flushMs, cognitoClientId: APP_CLIENT, debug: params.has("debug") });
 
   document.addEventListener("DOMContentLoaded", () => {
     const login = document.getElementById("login");

@@ -77,9 +77,10 @@ dashboard_server <- function(input, output, session) {
   })
 
   # Shared guard for every figure: database down / empty warehouse / query error -> a sentence.
-  need_result <- function(res) {
+  # `short`: a KPI tile says "unavailable" (the banner above says why), a panel says the sentence.
+  need_result <- function(res, short = FALSE) {
     shiny::validate(shiny::need(has_data(), "No data yet."))
-    shiny::validate(shiny::need(res$ok, res$message %||% ""))
+    shiny::validate(shiny::need(res$ok, if (short) "unavailable" else res$message %||% ""))
     res$value
   }
 
@@ -140,7 +141,7 @@ dashboard_server <- function(input, output, session) {
   kpi_value <- function(id) {
     force(id)
     shiny::renderText({
-      k <- need_result(kpis())
+      k <- need_result(kpis(), short = TRUE)
       switch(id,
         conversion_rate = fmt_pct(k$conversion_rate),
         revenue = fmt_money(k$revenue),

@@ -1,0 +1,256 @@
+"""End to end: the whole platform on one machine, with the same step functions as `make demo`.
+
+sandbox (nspawn webdb + dwh, moto) -> stacks -> the dwh host's private repository -> site.yml ->
+local ingest API -> synthetic shoppers -> ETL (the real handler, as a process) -> schedule -> port
+forward -> the dashboard in Chromium. Asserted: events sent = events in the S3 objects = rows in the
+warehouse (the same event ids) = the KPIs on the dashboard page; a kill -9 of the ETL in the middle of
+a run followed by the next run leaves the counts exact; a re-run of site.yml changes nothing; nothing
+started is left running.
+
+The sandbox is a private copy of inventory/sandbox (same groups, roles and group_vars) in its own
+addresses of 198.18.0.0/24 (webdb 198.18.0.98 in .96/28, dwh 198.18.0.116 in .112/28), its own name,
+state directories, moto port and port-forward port, so it never collides with the default sandbox or
+the other host suites running at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sbw_ops import platform as pf
+from sbw_ops.demo import DemoState
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+
+REPO = Path(__file__).resolve().parents[1]
+WEBDB_CIDR, WEBDB_GATEWAY = "198.18.0.98/28", "198.18.0.97"
+DWH_CIDR, DWH_GATEWAY = "198.18.0.116/28", "198.18.0.113"
+
+
+def _inventory(directory: Path) -> Path:
+    """inventory/sandbox with the e2e addresses (group_vars shared by symlink)."""
+    inventory = directory / "inventory"
+    inventory.mkdir()
+    (inventory / "group_vars").symlink_to(REPO / "inventory" / "sandbox" / "group_vars")
+
+    def host(cidr: str, gateway: str, route_out: bool, apt_proxy: Any, name: str, role: str) -> dict:
+        return {
+            "sandbox_host_address": cidr,
+            "sandbox_host_gateway": gateway,
+            "sandbox_host_route_out": route_out,
+            "sandbox_host_apt_proxy": apt_proxy,
+            "sandbox_host_ec2_name": name,
+            "sandbox_host_role": role,
+        }
+
+    hosts = {
+        "all": {
+            "hosts": {
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                }
+            },
+            "children": {
+                "sandbox": {
+                    "children": {
+                        "role_webdb": {
+                            "hosts": {
+                                "webdb": host(WEBDB_CIDR, WEBDB_GATEWAY, True, True, "SBW_EC2_WebDB", "webdb")
+                            }
+                        },
+                        "role_dwh": {
+                            "hosts": {
+                                "dwh": host(
+                                    DWH_CIDR,
+                                    DWH_GATEWAY,
+                                    False,
+                                    "{{ sandbox_dwh_package_source == 'proxy' }}",
+                                    "SBW_EC2_ShinyDWH",
+                                    "dwh",
+                                )
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    }
+    (inventory / "hosts.yml").write_text(json.dumps(hosts, indent=1))
+    return inventory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoState]:
+    """The platform up to the local ingest API (sandbox, stacks, private repo, site.yml); everything
+    torn down afterwards with the demo's down steps, and checked gone."""
+    base = tmp_path_factory.mktemp("e2e")
+    name = f"sbwe{uuid.uuid4().hex[:6]}"
+    run_dir = base / "run"
+    config = pf.PlatformConfig(
+        inventory=str(_inventory(base)),
+        extra_vars={
+            "sandbox_name": name,
+            "sandbox_state_dir": str(base / "sandbox"),
+            "sandbox_run_dir": str(run_dir),
+            "sandbox_moto_port": pf._free_port(),
+            "sandbox_dwh_package_source": "s3_repo" if pf.dwh_uses_private_repo() else "proxy",
+            "sbw_public_subnet_cidr": "198.18.0.96/28",
+            "sbw_private_subnet_cidr": "198.18.0.112/28",
+            "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
+            "oltp_schema_load_sample_catalog": True,
+        },
+        run_dir=str(run_dir),
+        webdb_address=WEBDB_CIDR.split("/")[0],
+        dwh_address=DWH_CIDR.split("/")[0],
+        dashboard_port=0,
+        traffic_sessions=120,
+        traffic_rate=60.0,
+        schedule_every_seconds=5.0,
+    )
+    config.moto_port = config.extra_vars["sandbox_moto_port"]
+    state = DemoState(base / "state")
+    config.store(state)
+    try:
+        for step in (pf.step_sandbox, pf.step_stacks, pf.step_private_repo, pf.step_site, pf.step_local_api):
+            step(state)
+        yield state
+    finally:
+        pids = [int(p["pid"]) for p in state.processes.values()]
+        for step in pf.DOWN_STEPS:
+            step(state)
+        leftovers = [pid for pid in pids if _alive(pid)]
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+        assert not leftovers, f"still running: {leftovers}"
+        assert name not in netns, netns
+        assert not list((run_dir).glob("*.pid")) if run_dir.exists() else True
+
+
+def _sent(waves: list[dict[str, Any]]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for wave in waves:
+        total.update(wave["events_by_name"])
+    return total
+
+
+@pytest.fixture(scope="module")
+def waves() -> list[dict[str, Any]]:
+    """Every traffic wave sent so far (the tests below add to it, in order)."""
+    return []
+
+
+def _assert_chain_exact(state: DemoState, waves: list[dict[str, Any]]) -> list[str]:
+    """events sent = events in the S3 objects = rows in the warehouse; returns the event ids."""
+    sent = sum(w["accepted_events"] for w in waves)
+    assert sent == sum(w["events"] for w in waves) > 0
+    objects, s3_ids = pf.s3_event_ids(state)
+    assert objects == sum(w["objects_written"] for w in waves)
+    assert len(s3_ids) == len(set(s3_ids)) == sent
+    dw = pf.warehouse(state)
+    assert len(dw["event_ids"]) == len(set(dw["event_ids"]))  # no duplicates
+    assert set(dw["event_ids"]) == set(s3_ids)  # nothing lost, nothing else
+    assert dw["objects"] == {"loaded": objects}
+    return s3_ids
+
+
+def test_events_sent_reach_s3_and_the_warehouse_exactly(platform: DemoState, waves: list) -> None:
+    site = platform.data["site"]["changed"]
+    assert set(site) == {"webdb", "dwh"} and site["webdb"] > 0 and site["dwh"] > 0
+    wave = pf.send_traffic(platform)
+    waves.append(wave)
+    assert wave["catalog_products"] > 0 and wave["events"] > 0
+    summary = pf.run_etl_once(platform)
+    assert summary["status"] == "succeeded"
+    assert summary["rows_inserted"] == wave["accepted_events"]
+    assert summary["objects_quarantined"] == 0
+    _assert_chain_exact(platform, waves)
+
+
+def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: DemoState, waves: list) -> None:
+    waves.append(pf.send_traffic(platform, sessions=150, seed=4242))
+    before = pf.warehouse(platform)
+    env = {**pf.etl_env(platform), "ETL_BATCH_OBJECTS": "2", "ETL_READ_CONCURRENCY": "2"}
+    log = platform.directory / "logs" / "etl-killed.log"
+    proc = pf.spawn_etl(env, log)
+    loaded_before = before["objects"].get("loaded", 0)
+    try:
+        # In the middle: at least one batch of this run committed, the run not finished.
+        pf.wait_until(
+            lambda: proc.poll() is not None
+            or pf.warehouse(platform)["objects"].get("loaded", 0) > loaded_before,
+            timeout=300,
+            what="the ETL run to commit its first batch",
+            interval=0.2,
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    middle = pf.warehouse(platform)
+    total_objects = sum(w["objects_written"] for w in waves)
+    assert loaded_before < middle["objects"].get("loaded", 0) < total_objects  # really cut mid-run
+    assert len(middle["event_ids"]) == len(set(middle["event_ids"]))
+
+    summary = pf.wait_until(
+        lambda: (s := pf.run_etl_once(platform))["status"] == "succeeded" and s,
+        timeout=120,
+        what="the next run (the killed run's lock released)",
+        interval=1.0,
+    )
+    assert summary["rows_inserted"] + len(middle["event_ids"]) == sum(w["accepted_events"] for w in waves)
+    _assert_chain_exact(platform, waves)
+    runs = pf.warehouse(platform)["runs"]
+    assert runs.get("abandoned", 0) + runs.get("failed", 0) >= 1 and "running" not in runs, runs
+
+
+def test_schedule_loads_new_traffic_and_the_dashboard_shows_every_event(platform: DemoState, waves: list) -> None:
+    pf.step_schedule(platform)
+    waves.append(pf.send_traffic(platform, sessions=60, seed=99))
+    sent = sum(w["accepted_events"] for w in waves)
+    pf.wait_until(
+        lambda: len(pf.warehouse(platform)["event_ids"]) == sent, timeout=300, what="the schedule to load"
+    )
+    ids = _assert_chain_exact(platform, waves)
+    assert any(r.get("rows_inserted") for r in pf.schedule_runs(platform))
+
+    pf.step_port_forward(platform)
+    pf.step_screenshot(platform)
+    kpis = platform.data["dashboard"]["kpis"]
+    by_name = _sent(waves)
+    assert kpis["events"] == len(ids) == sent
+    assert kpis["sessions"] == sum(w["sessions"] for w in waves)
+    for kpi, event_name in (
+        ("product_views", "product_view"),
+        ("add_to_carts", "add_to_cart"),
+        ("purchases", "purchase"),
+    ):
+        assert kpis[kpi] == by_name[event_name], kpi
+    assert Path(platform.data["dashboard"]["screenshot"]).stat().st_size > 10_000
+
+    pf.step_summary(platform)
+    summary = platform.data["summary"]
+    assert summary["events_sent"] == summary["events_in_objects"] == summary["rows_loaded"] == sent
+
+
+def test_site_rerun_changes_nothing(platform: DemoState) -> None:
+    pf.step_site(platform)
+    changed = platform.data["site"]["changed"]
+    assert set(changed) == {"webdb", "dwh"} and not any(changed.values()), changed
