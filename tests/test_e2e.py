@@ -96,6 +96,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and "pytest" not in cmdline:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoState]:
     """The platform up to the local ingest API (sandbox, stacks, private repo, site.yml); everything
@@ -139,7 +151,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoState]:
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
         assert not leftovers, f"still running: {leftovers}"
         assert name not in netns, netns
-        assert not list((run_dir).glob("*.pid")) if run_dir.exists() else True
+        assert not _processes_mentioning(name), _processes_mentioning(name)  # nspawn hosts, forwarders
+        assert pf._port_free(config.moto_port)  # the sandbox's moto is gone
 
 
 def _sent(waves: list[dict[str, Any]]) -> Counter[str]:
@@ -192,8 +205,9 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Demo
     try:
         # In the middle: at least one batch of this run committed, the run not finished.
         pf.wait_until(
-            lambda: proc.poll() is not None
-            or pf.warehouse(platform)["objects"].get("loaded", 0) > loaded_before,
+            lambda: (
+                proc.poll() is not None or pf.warehouse(platform)["objects"].get("loaded", 0) > loaded_before
+            ),
             timeout=300,
             what="the ETL run to commit its first batch",
             interval=0.2,
@@ -221,7 +235,9 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Demo
     assert runs.get("abandoned", 0) + runs.get("failed", 0) >= 1 and "running" not in runs, runs
 
 
-def test_schedule_loads_new_traffic_and_the_dashboard_shows_every_event(platform: DemoState, waves: list) -> None:
+def test_schedule_loads_new_traffic_and_the_dashboard_shows_every_event(
+    platform: DemoState, waves: list
+) -> None:
     pf.step_schedule(platform)
     waves.append(pf.send_traffic(platform, sessions=60, seed=99))
     sent = sum(w["accepted_events"] for w in waves)

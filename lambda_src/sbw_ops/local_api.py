@@ -118,7 +118,7 @@ def build_event(
 class _Handler(BaseHTTPRequestHandler):
     server_version = "sbw-local-api/1"
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle on, delayed ACKs add ~40 ms per keep-alive request.
+    # Headers and body go out in separate writes: with Nagle, delayed ACKs add ~40 ms per keep-alive request.
     disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # the handler logs each request as JSON

@@ -206,7 +206,8 @@ def run_playbook(
     cmd = [_bin("ansible-playbook"), playbook]
     if config.inventory:
         cmd += ["-i", config.inventory]
-    cmd += ["-e", json.dumps({**config.extra_vars, **(extra or {})})]
+    settings = {"sbw_stacks_facts_file": str(facts_file(state)), **config.extra_vars, **(extra or {})}
+    cmd += ["-e", json.dumps(settings)]
     if with_facts and facts_file(state).exists():
         cmd += ["-e", f"@{facts_file(state)}"]
     env = {
@@ -548,7 +549,8 @@ def step_local_api(state: State) -> None:
 
     config = PlatformConfig.of(state)
     state.data["s3_endpoint_url"] = config.endpoint_url
-    state.data.setdefault("raw_bucket", stack_facts(state)["sbw_raw_bucket"])
+    if "raw_bucket" not in state.data:
+        state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()
     os.environ.update({k: v for k, v in aws_env().items() if k.startswith("AWS_")})
     demo.step_local_api(state)  # type: ignore[arg-type]
