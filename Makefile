@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help deps apt venv lint ruff yamllint ansible-lint cfn-lint pytest test bench demo demo-down cost lock clean
+.PHONY: help deps apt venv lint ruff yamllint ansible-lint cfn-lint checkov pytest molecule test bench demo demo-down cost lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ lock: ## re-resolve requirements.in into requirements.lock
 	$(CACHE)/lockvenv/bin/pip install -q -r requirements.in
 	$(CACHE)/lockvenv/bin/pip freeze --exclude-editable > requirements.lock
 
-lint: ruff yamllint ansible-lint cfn-lint ## all lint gates
+lint: ruff yamllint ansible-lint cfn-lint checkov ## all lint gates
 
 ruff: venv
 	$(BIN)/ruff check .
@@ -57,10 +57,21 @@ ansible-lint: venv
 cfn-lint: venv
 	@if compgen -G "cloudformation/*.yaml" >/dev/null; then $(BIN)/cfn-lint cloudformation/*.yaml; else echo "cfn-lint: no templates yet"; fi
 
+checkov: venv ## checkov over cloudformation/ (.checkov.yaml; suppressions are inline, each with its reason)
+	$(BIN)/checkov --config-file .checkov.yaml
+
 pytest: venv
 	$(BIN)/pytest -n 2 --dist loadgroup
 
-test: deps lint pytest ## everything the project checks (what CI runs)
+# Every molecule/<scenario>/ (molecule/shared holds the create/destroy playbooks they share).
+MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+molecule: venv apt ## molecule test of every role scenario (boots nspawn hosts; root)
+	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done
+
+test: deps lint pytest molecule ## everything the project checks (what CI runs)
+
+cost: venv ## monthly AWS cost (ap-southeast-1) at 10/100/1,000 requests/s, batches of 1 and 20
+	$(PY) -m sbw_ops.cost
 
 bench: deps ## benchmarks: figures as ratios to a baseline measured in the same run
 	$(PY) -m benchmarks

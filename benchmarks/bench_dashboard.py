@@ -14,7 +14,6 @@ import io
 import os
 import random
 import re
-import statistics
 import sys
 import time
 import uuid
@@ -143,7 +142,8 @@ def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, 
         "row_limit": "10",
     }
     baseline_sql = (
-        "SELECT count(*) FROM clickstream_events WHERE event_timestamp >= (%s::date)::timestamp AT TIME ZONE %s "
+        "SELECT count(*) FROM clickstream_events "
+        "WHERE event_timestamp >= (%s::date)::timestamp AT TIME ZONE %s "
         "AND event_timestamp < (%s::date + 1)::timestamp AT TIME ZONE %s"
     )
     baseline_args = [args["date_from"], "UTC", args["date_to"], "UTC"]
@@ -182,7 +182,8 @@ def main() -> None:
         try:
             for days, reps in ((7, 9), (90, 5)):
                 print(
-                    f"dashboard: {days}-day window, {reps} runs each (ratio = time / count(*) over the window)"
+                    f"dashboard: {days}-day window, {reps} runs each "
+                    "(ratio = time / count(*) over the same window)"
                 )
                 print(f"   {'query':<20} {'p50 ms':>9} {'p95 ms':>9} {'p50 ratio':>10} {'p95 ratio':>10}")
                 for query, p50, p95, r50, r95 in measure(reader, days, reps):

@@ -53,6 +53,7 @@ def object_key(index: int, spacing_ms: int = 1000) -> str:
 def object_body(key: str, events: int = EVENTS_PER_OBJECT) -> bytes:
     """Deterministic NDJSON body of stored events for `key` (generated on demand, not kept)."""
     seed = uuid.uuid5(uuid.NAMESPACE_URL, key).int
+    object_id = uuid.UUID(key[-41:-5])
     lines = []
     for i in range(events):
         n = (seed >> (i % 64)) + i
@@ -63,7 +64,8 @@ def object_body(key: str, events: int = EVENTS_PER_OBJECT) -> bytes:
         lines.append(
             json.dumps(
                 {
-                    "event_id": str(uuid.UUID(int=(seed + i) & ((1 << 128) - 1), version=4)),
+                    # UUIDv7 like ingest's: the object's time-ordered id with the event's index mixed in
+                    "event_id": str(uuid.UUID(int=object_id.int ^ (i + 1))),
                     "event_timestamp": stamp,
                     "event_name": name,
                     "user_id": f"user-{n % 5000}" if n % 3 else None,
@@ -88,17 +90,6 @@ def object_body(key: str, events: int = EVENTS_PER_OBJECT) -> bytes:
             )
         )
     return ("\n".join(lines) + "\n").encode()
-
-
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def read(self, amount: int | None = None) -> bytes:
-        return self._data if amount is None else self._data[:amount]
-
-    def close(self) -> None:
-        pass
 
 
 class FakeS3:
@@ -135,7 +126,7 @@ class FakeS3:
             self.gets += 1
         if self.latency:
             time.sleep(self.latency)
-        return {"Body": _Body(object_body(kw["Key"], self.events))}
+        return {"Body": io.BytesIO(object_body(kw["Key"], self.events))}
 
 
 class Bench:

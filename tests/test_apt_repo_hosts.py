@@ -31,6 +31,7 @@ GATEWAY = "198.18.0.41"
 BUCKET = "clickstream-s3-artifacts"
 PREFIX = "repo"
 PACKAGES = ["hello", "sl"]
+STANZA = re.compile(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", re.M)  # (name, version) per stanza
 # Module-scoped fixtures run before the autouse fake-credentials fixture: pass them explicitly.
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -245,10 +246,10 @@ def test_repository_holds_what_the_image_lacks_and_nothing_it_has_current(
     runs: dict[str, Any], one_host: OneHostSandbox
 ) -> None:
     packages = runs["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}/dists/bookworm/main/binary-amd64/Packages")
-    published = dict(re.findall(r"^Package: (\S+)\nVersion: (\S+)$", packages["Body"].read().decode(), re.M))
+    published = dict(STANZA.findall(packages["Body"].read().decode()))
     assert set(PACKAGES) <= set(published)
     base = one_host.repo_dir.glob("base-status-*")
-    status = dict(re.findall(r"^Package: (\S+)\n(?:.+\n)*?Version: (\S+)$", next(base).read_text(), re.M))
+    status = dict(STANZA.findall(next(base).read_text()))
     for name, version in published.items():
         if name in status:  # only pending upgrades of base packages, never what the image already has
             newer = subprocess.run(["dpkg", "--compare-versions", version, "gt", status[name]], check=False)

@@ -501,3 +501,42 @@ def test_lake_table_columns_are_the_stored_event_contract() -> None:
     assert len(queries) >= 5
     for q in queries.values():
         assert "FROM clickstream_events" in q["Properties"]["QueryString"]
+
+
+# --- playbooks/stacks.yml against the templates ----------------------------------------------------
+
+
+def _stack_tasks() -> list[dict[str, Any]]:
+    plays = yaml.safe_load((REPO / "playbooks" / "stacks.yml").read_text())
+    found: list[dict[str, Any]] = []
+
+    def walk(tasks: list[dict[str, Any]]) -> None:
+        for task in tasks:
+            found.append(task)
+            walk(task.get("block", []) + task.get("rescue", []) + task.get("always", []))
+
+    for play in plays:
+        walk(play.get("tasks", []))
+    return found
+
+
+def test_stacks_playbook_passes_every_template_parameter() -> None:
+    """All parameters explicit: otherwise a re-run counts as an update (moto) or drifts from defaults."""
+    deployed = []
+    for task in _stack_tasks():
+        module = task.get("amazon.aws.cloudformation")
+        if not module:
+            continue
+        name = re.search(r"/(\w+)\.yaml", module["template_body"]).group(1)
+        deployed.append(name)
+        assert set(module["template_parameters"]) == set(template(name)["Parameters"]), name
+        assert module["stack_name"] == f"{{{{ sbw_stacks.prefix }}}}-{name}"
+    assert deployed == list(STACKS)
+
+
+def test_every_aws_call_of_the_playbook_takes_the_endpoint_override() -> None:
+    calls = [(t["name"], m) for t in _stack_tasks() for k, m in t.items() if k.startswith("amazon.aws.")]
+    assert len(calls) >= 11
+    for name, module in calls:
+        assert module["endpoint_url"] == "{{ sbw_aws_endpoint_url | default(omit) }}", name
+        assert module["region"] == "{{ sbw_aws_region }}", name

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sbw_ops import platform as pf
 from sbw_ops.demo import DemoState
 

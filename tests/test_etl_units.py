@@ -18,7 +18,7 @@ from sbw_clickstream.etl_listing import (
     plan_backfill,
     start_after_for,
 )
-from sbw_clickstream.etl_read import derive_event_id, encode_object, parse_events
+from sbw_clickstream.etl_read import derive_event_id, encode_object, parse_events, read_object
 from sbw_clickstream.etl_retry import EtlError, RetryPolicy, call_with_retries
 from sbw_clickstream.keys import event_key, uuid7
 
@@ -232,3 +232,37 @@ def test_retries_then_a_clear_error() -> None:
 def test_date_of_floor_key_is_utc() -> None:
     moment = datetime(2026, 11, 25, 23, 59, tzinfo=UTC)
     assert floor_key("events/", moment).startswith(f"events/{date(2026, 11, 25):%Y/%m/%d}/")
+
+
+class _TrickleBody:
+    """A streaming body that returns at most 7 bytes per read, like a slow network."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.closed = False
+
+    def read(self, amount: int) -> bytes:
+        chunk, self.data = self.data[: min(amount, 7)], self.data[min(amount, 7) :]
+        return chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_read_object_reads_every_chunk_and_caps_the_size() -> None:
+    body = (json.dumps(_event()) + "\n" + json.dumps(_event())).encode()
+    bodies: list[_TrickleBody] = []
+
+    class S3:
+        def get_object(self, **kwargs: Any) -> dict[str, Any]:
+            bodies.append(_TrickleBody(body))
+            return {"Body": bodies[-1]}
+
+    policy = RetryPolicy(0)
+    ok = read_object(S3(), "b", ObjectRef(REF.key, "e", 0), len(body), policy)
+    assert (ok.status, ok.rows) == ("loaded", 2)
+    big = read_object(S3(), "b", ObjectRef(REF.key, "e", 0), len(body) - 1, policy)
+    assert big.status == "quarantined" and "too large" in (big.error or "")
+    assert all(b.closed for b in bodies)
+    listed_big = read_object(S3(), "b", ObjectRef(REF.key, "e", 10**9), len(body), policy)
+    assert listed_big.status == "quarantined" and len(bodies) == 2  # refused without a GET

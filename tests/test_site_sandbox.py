@@ -1,10 +1,12 @@
 """site.yml against the local sandbox: both hosts configured, a second run changes nothing, and the
 databases behave as the design says (least privilege, pg_hba).
 
-The sandbox is brought up with playbooks/sandbox.yml under a unique name, state directories and moto
-port (the hosts' addresses are the inventory's, 198.18.0.0/24), and torn down at the end. Checks run
-from the controller (the operator / Amplify / ETL side: the hosts' gateway addresses) and from inside
-a host's network namespace (`nsenter --net`), with the controller's Python and psycopg2.
+The sandbox inventory (inventory/sandbox: same groups, same group_vars) is copied with its two hosts
+moved to a block of their own (webdb 198.18.0.162 in .160/29, dwh 198.18.0.170 in .168/29), brought up
+with playbooks/sandbox.yml under a unique name, state directories and moto port, and torn down at the
+end - so it never collides with the default sandbox or another suite. Checks run from the controller
+(the operator / Amplify / ETL side: the hosts' gateway addresses) and from inside a host's network
+namespace (`nsenter --net`), with the controller's Python and psycopg2.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,12 +27,14 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 REPO = Path(__file__).resolve().parents[1]
-WEBDB = "198.18.0.10"
-DWH = "198.18.0.20"
+BLOCK = 160  # 198.18.0.160/28: webdb in .160/29, dwh in .168/29
+WEBDB = f"198.18.0.{BLOCK + 2}"
+DWH = f"198.18.0.{BLOCK + 10}"
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
 
 
@@ -55,11 +60,37 @@ def ansible_env() -> dict[str, str]:
     }
 
 
+def sandbox_inventory(base: Path, block: int) -> tuple[Path, dict[str, Any]]:
+    """inventory/sandbox copied under `base` with webdb in 198.18.0.<block>/29 and dwh in the next /29,
+    a unique sandbox name, state directories and moto port: (inventory dir, extra vars that go with it,
+    network facts included)."""
+    inventory = base / "inventory"
+    shutil.copytree(REPO / "inventory" / "sandbox", inventory)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    groups = hosts["all"]["children"]["sandbox"]["children"]
+    for group, host, offset in (("role_webdb", "webdb", 0), ("role_dwh", "dwh", 8)):
+        groups[group]["hosts"][host]["sandbox_host_address"] = f"198.18.0.{block + offset + 2}/29"
+        groups[group]["hosts"][host]["sandbox_host_gateway"] = f"198.18.0.{block + offset + 1}"
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    extra = {
+        "sandbox_name": f"sbwt{uuid.uuid4().hex[:6]}",
+        "sandbox_state_dir": str(base / "state"),
+        "sandbox_run_dir": str(base / "run"),
+        "sandbox_moto_port": free_port(),
+        "sbw_public_subnet_cidr": f"198.18.0.{block}/29",
+        "sbw_private_subnet_cidr": f"198.18.0.{block + 8}/29",
+        "sbw_admin_cidrs": [f"198.18.0.{block + 1}/32"],
+        "sbw_stacks_facts_file": str(base / "stacks-facts.yml"),
+    }
+    return inventory, extra
+
+
 def run_playbook(
-    playbook: str, extra_vars: dict[str, Any], env: dict[str, str]
+    playbook: str, inventory: Path, extra_vars: dict[str, Any], env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), playbook]
     return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), playbook, "-e", json.dumps(extra_vars)],
+        [*argv, "-e", json.dumps(extra_vars)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -80,8 +111,9 @@ def play_recap(stdout: str) -> dict[str, dict[str, int]]:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A running sandbox: extra vars that name it, its moto endpoint, its run dir (PID files)."""
+    """A running sandbox: its inventory, the extra vars that go with it, its moto endpoint, its run dir."""
 
+    inventory: Path
     extra_vars: dict[str, Any]
     endpoint_url: str
     run_dir: Path
@@ -96,21 +128,16 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    state = tmp_path_factory.mktemp("sandbox")
-    port = free_port()
-    extra = {
-        "sandbox_name": f"sbwt{uuid.uuid4().hex[:6]}",
-        "sandbox_state_dir": str(state / "state"),
-        "sandbox_run_dir": str(state / "run"),
-        "sandbox_moto_port": port,
-    }
+    inventory, extra = sandbox_inventory(tmp_path_factory.mktemp("site-sandbox"), BLOCK)
     env = ansible_env()
-    up = run_playbook("playbooks/sandbox.yml", extra, env)
     try:
+        up = run_playbook("playbooks/sandbox.yml", inventory, extra, env)
         assert up.returncode == 0, up.stdout[-4000:]
-        yield Sandbox(extra, f"http://127.0.0.1:{port}", state / "run")
+        yield Sandbox(
+            inventory, extra, f"http://127.0.0.1:{extra['sandbox_moto_port']}", Path(extra["sandbox_run_dir"])
+        )
     finally:
-        down = run_playbook("playbooks/sandbox.yml", {**extra, "sandbox_state": "absent"}, env)
+        down = run_playbook("playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env)
         assert down.returncode == 0, down.stdout[-4000:]
 
 
@@ -119,9 +146,9 @@ def site_runs(sandbox: Sandbox) -> tuple[subprocess.CompletedProcess[str], subpr
     """site.yml twice on the sandbox: (first run, second run)."""
     env = ansible_env()
     extra = {**sandbox.extra_vars, "oltp_schema_load_sample_catalog": True}
-    first = run_playbook("site.yml", extra, env)
+    first = run_playbook("site.yml", sandbox.inventory, extra, env)
     assert first.returncode == 0, first.stdout[-6000:]
-    second = run_playbook("site.yml", extra, env)
+    second = run_playbook("site.yml", sandbox.inventory, extra, env)
     assert second.returncode == 0, second.stdout[-6000:]
     return first, second
 
@@ -275,7 +302,7 @@ def test_app_role_admitted_from_admin_cidr_with_least_privilege(site_runs: Any, 
 
 
 def test_app_role_refused_from_a_disallowed_address(site_runs: Any, sandbox: Sandbox) -> None:
-    # From inside webdb to its own address: the source is 198.18.0.10, not in sbw_admin_cidrs.
+    # From inside webdb to its own address: the source is the host itself, not in sbw_admin_cidrs.
     outcome = _in_host_netns(
         sandbox,
         "webdb",

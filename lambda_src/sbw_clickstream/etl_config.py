@@ -38,7 +38,7 @@ class EtlConfig:
     lookback_minutes: int = 15
     read_concurrency: int = 64
     list_page_size: int = 1000
-    batch_objects: int = 500
+    batch_objects: int = 1000
     batch_rows: int = 20_000
     max_object_bytes: int = 8 * 1024 * 1024
     deadline_margin_seconds: float = 20.0
@@ -90,7 +90,7 @@ class EtlConfig:
             lookback_minutes=_int(env, "ETL_LOOKBACK_MINUTES", 15, 0, 7 * 24 * 60),
             read_concurrency=_int(env, "ETL_READ_CONCURRENCY", 64, 1, 256),
             list_page_size=_int(env, "ETL_LIST_PAGE_SIZE", 1000, 1, 1000),
-            batch_objects=_int(env, "ETL_BATCH_OBJECTS", 500, 1, 100_000),
+            batch_objects=_int(env, "ETL_BATCH_OBJECTS", 1000, 1, 100_000),
             batch_rows=_int(env, "ETL_BATCH_ROWS", 20_000, 1, 10_000_000),
             max_object_bytes=_int(env, "ETL_MAX_OBJECT_BYTES", 8 * 1024 * 1024, 1, 1024**3),
             deadline_margin_seconds=_float(env, "ETL_DEADLINE_MARGIN_SECONDS", 20.0, 0.0, 600.0),

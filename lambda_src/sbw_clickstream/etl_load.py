@@ -81,7 +81,13 @@ _WATERMARK_SQL = (
     'last_key = GREATEST(w.last_key COLLATE "C", EXCLUDED.last_key COLLATE "C"), updated_at = now()'
 )
 
-_TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+class LockNotRetakenError(RuntimeError):
+    """After a reconnect the run lock was busy: our dead session may still hold it for a moment,
+    or another run took over. Retried like a connection error, then fatal."""
+
+
+_TRANSIENT_DB_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError, LockNotRetakenError)
 # Errors caused by one object's values (the batch is then loaded object by object).
 _DATA_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
 
@@ -151,7 +157,7 @@ class Warehouse:
 
     def _reconnect(self) -> None:
         if not self._open_once():
-            raise EtlError("lost the ETL lock while reconnecting: another run took over; stopping this one")
+            raise LockNotRetakenError("the ETL lock is held by another session after reconnecting")
 
     def _with_retries(self, what: str, fn: Callable[[], T], reconnect: bool = True) -> T:
         attempt = 0
@@ -265,13 +271,16 @@ class Warehouse:
         return BatchOutcome(staged, inserted, final)
 
     @staticmethod
-    def _insert(cur: Any, loaded: list[ObjectResult]) -> tuple[int, int]:
+    def _insert(cur: Any, loaded: list[ObjectResult], clear: bool = False) -> tuple[int, int]:
+        """COPY into the staging table, then insert what is new. The staging table empties itself
+        at commit (ON COMMIT DELETE ROWS); `clear` empties it now (several inserts per transaction)."""
         if not loaded:
             return 0, 0
         cur.copy_expert(_COPY_SQL, io.BytesIO(b"".join(r.data for r in loaded)))
         cur.execute(_INSERT_SQL)
         inserted = cur.rowcount
-        cur.execute("TRUNCATE etl_stage")
+        if clear:
+            cur.execute("TRUNCATE etl_stage")
         return sum(r.rows for r in loaded), inserted
 
     def _insert_one_by_one(
@@ -286,7 +295,7 @@ class Warehouse:
                 continue
             cur.execute("SAVEPOINT etl_object")
             try:
-                rows, added = self._insert(cur, [result])
+                rows, added = self._insert(cur, [result], clear=True)
             except _DATA_ERRORS as exc:
                 cur.execute("ROLLBACK TO SAVEPOINT etl_object")
                 reason = (getattr(exc, "pgerror", None) or str(exc)).strip()

@@ -184,10 +184,18 @@ def read_object(
         if on_call is not None:
             on_call()
         body = s3.get_object(Bucket=bucket, Key=ref.key)["Body"]
+        chunks: list[bytes] = []
+        total = 0
         try:
-            return body.read(max_bytes + 1)
+            while total <= max_bytes:  # stop one byte past the limit: enough to know it is too large
+                chunk = body.read(min(1 << 20, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
         finally:
             body.close()
+        return b"".join(chunks)
 
     try:
         data = call_with_retries(fetch, f"S3 GetObject s3://{bucket}/{ref.key}", policy)

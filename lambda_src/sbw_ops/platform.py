@@ -221,13 +221,15 @@ def run_playbook(
     }
     name = Path(playbook).stem
     log = _log_dir(state) / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    result = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=5400, check=False
-    )
-    log.write_text(result.stdout + ("\n--- stderr ---\n" + result.stderr if result.stderr else ""))
-    run = PlaybookRun(playbook, result.returncode, result.stdout, log)
+    print(f"      ansible-playbook {playbook} (log: {log})", flush=True)
+    with log.open("w") as handle:  # streamed: `tail -f` it while a long play runs
+        result = subprocess.run(
+            cmd, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=5400, check=False
+        )
+    output = log.read_text(errors="replace")
+    run = PlaybookRun(playbook, result.returncode, output, log)
     if check and result.returncode != 0:
-        raise RuntimeError(f"{playbook} failed (rc {result.returncode}); see {log}:\n{result.stdout[-3000:]}")
+        raise RuntimeError(f"{playbook} failed (rc {result.returncode}); see {log}:\n{output[-3000:]}")
     return run
 
 
@@ -397,13 +399,25 @@ def spawn_etl(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def etl_summary(out: bytes, log: Path) -> dict[str, Any]:
+    """The summary the handler prints last (indented JSON) after its log lines (kept in `log`)."""
+    text = out.decode(errors="replace")
+    with log.open("a") as handle:
+        handle.write(text)
+    start = 0 if text.startswith("{\n") else text.rfind("\n{\n") + 1
+    if start == 0 and not text.startswith("{\n"):
+        raise ValueError(f"no ETL summary in its output; see {log}")
+    return json.loads(text[start:])
+
+
 def run_etl_once(state: State, timeout: float = 900.0) -> dict[str, Any]:
     """One ETL run to its end; returns its summary (status, objects_loaded, rows_inserted, ...)."""
-    proc = spawn_etl(etl_env(state), _log_dir(state) / "etl.log")
+    log = _log_dir(state) / "etl.log"
+    proc = spawn_etl(etl_env(state), log)
     out, _ = proc.communicate(timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"ETL failed (exit {proc.returncode}); see {_log_dir(state) / 'etl.log'}")
-    return json.loads(out)
+        raise RuntimeError(f"ETL failed (exit {proc.returncode}); see {log}")
+    return etl_summary(out, log)
 
 
 def schedule_loop(state_dir: Path, every: float, stop: threading.Event) -> None:
@@ -425,7 +439,7 @@ def schedule_loop(state_dir: Path, every: float, stop: threading.Event) -> None:
             "exit": proc.returncode,
         }
         with contextlib.suppress(ValueError):
-            summary = json.loads(out or b"{}")
+            summary = etl_summary(out or b"", log)
             record.update({k: summary.get(k) for k in ("status", "objects_loaded", "rows_inserted")})
         with runs.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -791,7 +805,7 @@ def up(directory: Path = STATE_DIR, config: PlatformConfig | None = None) -> Any
     # Services are restarted; the sandbox and its hosts are kept (site.yml re-converges them).
     down_port_forward(state)
     down_processes(state, tuple(state.processes))
-    state.data = {k: v for k, v in state.data.items() if k in ("sandbox",)}
+    state.data = {k: v for k, v in state.data.items() if k in ("sandbox", "traffic")}
     config.store(state)
     _run_steps(state, UP_STEPS)
     print(f"\nplatform is up: {state.data.get('dashboard_url')}  (stop it with: make demo-down)")

@@ -26,6 +26,11 @@ alive() {  # alive PIDFILE: the recorded process exists and still runs the recor
 
 action=${1:?action}
 pidfile=${2:?pidfile}
+if [ "$action" != start ] && [ ! -d "$(dirname "$pidfile")" ]; then
+    [ "$action" = stop ] && echo absent
+    [ "$action" = stop ]  # status: not running (exit 1); stop: nothing to do
+    exit
+fi
 mkdir -p "$(dirname "$pidfile")"
 # Concurrent callers for the same daemon (e.g. two users of the shared apt proxy) take turns.
 if [ "$action" != status ]; then

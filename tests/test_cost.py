@@ -1,0 +1,80 @@
+"""The cost model (sbw_ops.cost): arithmetic of a few items by hand, and the README table is its output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sbw_ops import cost
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_month_is_730_hours() -> None:
+    assert cost.SECONDS_PER_MONTH == 730 * 3600 == 2_628_000
+
+
+def test_s3_puts_are_one_per_request_whatever_the_batch() -> None:
+    for batch in (1, 20):
+        item = cost.estimate(10, batch).item("S3 PUT (one object per request)")
+        # 10 req/s x 2,628,000 s = 26,280,000 PUTs x 0.005 USD / 1,000
+        assert item.usd == pytest.approx(131.40)
+
+
+def test_http_api_tiers_above_300_million() -> None:
+    item = cost.estimate(1000, 1).item("API Gateway HTTP API")
+    # 2,628 M requests: 300 M at 1.20 + 2,328 M at 1.08
+    assert item.usd == pytest.approx(300 * 1.20 + 2328 * 1.08)
+    assert cost.estimate(10, 1).item("API Gateway HTTP API").usd == pytest.approx(26.28 * 1.20)
+
+
+def test_fixed_items() -> None:
+    e = cost.estimate(100, 20)
+    assert e.item("EC2 (t3.small webdb + t3.medium dwh)").usd == pytest.approx(730 * (0.0264 + 0.0528))
+    assert e.item("EBS gp3 root volumes").usd == pytest.approx(60 * 0.096)
+    assert e.item("Interface endpoints (ssm, ssmmessages, ec2messages)").usd == pytest.approx(
+        3 * 730 * 0.013 + 0.02
+    )
+    assert e.item("Public IPv4 (webdb Elastic IP)").usd == pytest.approx(3.65)
+    assert e.item("EventBridge schedule").usd == 0
+
+
+def test_lambda_ingest_requests_plus_gb_seconds() -> None:
+    item = cost.estimate(10, 1).item("Lambda ingest")
+    requests = 26.28e6
+    gb_seconds = requests * (20.0 + 0.05) / 1000 * 0.25
+    assert item.usd == pytest.approx(requests / 1e6 * 0.20 + gb_seconds * 0.0000166667)
+
+
+def test_storage_scales_with_events_and_total_is_the_sum() -> None:
+    one, twenty = cost.estimate(100, 1), cost.estimate(100, 20)
+    storage = "S3 storage (each month's new data)"
+    assert twenty.item(storage).usd == pytest.approx(20 * one.item(storage).usd)
+    assert one.total == pytest.approx(sum(i.usd for i in one.items))
+    # Batching is the lever per event: 20 events per PUT make each event ~19x cheaper here.
+    assert (one.total / one.events_per_month) / (twenty.total / twenty.events_per_month) > 15
+
+
+def test_etl_duration_flags_the_lambda_limit() -> None:
+    assert cost.estimate(10, 20).etl_run_seconds < cost.ETL_LAMBDA_LIMIT_S
+    assert cost.estimate(1000, 1).etl_run_seconds > cost.ETL_LAMBDA_LIMIT_S
+    assert "over Lambda's 900 s" in cost.render([cost.estimate(1000, 1)])
+
+
+def test_every_price_names_its_source() -> None:
+    for key, price in cost.PRICES.items():
+        assert price.source.startswith("aws.amazon.com/"), key
+        assert price.unit, key
+
+
+def test_cli_prints_six_scenarios_and_the_comparison(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cost.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n  total") == 6
+    assert "1000 req/s: 532 + 1,014 = 1,546 USD" in out
+
+
+def test_readme_table_is_the_models_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cost.main(["--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    assert table in (REPO / "README.md").read_text()
