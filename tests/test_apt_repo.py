@@ -110,6 +110,23 @@ def test_pool_path_drops_the_epoch_like_debian() -> None:
     assert lib.pool_path == "pool/main/libc/libc6_2.36-9+deb12u14_amd64.deb"
 
 
+def test_print_uris_lines_without_hash_are_kept_and_garbage_is_an_error() -> None:
+    out = (
+        "Reading package lists...\n"
+        "'http://deb.debian.org/debian-security/pool/updates/main/p/postgresql-15/postgresql-15_15.20-0%2bdeb12u1_amd64.deb'"
+        " postgresql-15_15.20-0+deb12u1_amd64.deb 17091392 \n"
+        "'http://deb.debian.org/debian/pool/main/h/hello/hello_2.10-3_amd64.deb' hello_2.10-3_amd64.deb 53080"
+        " SHA256:abc123\n"
+    )
+    refs = apt_repo.parse_print_uris(out)
+    assert [(ref.filename, ref.size, ref.sha256) for ref in refs] == [
+        ("postgresql-15_15.20-0+deb12u1_amd64.deb", 17091392, ""),
+        ("hello_2.10-3_amd64.deb", 53080, "abc123"),
+    ]
+    with pytest.raises(apt_repo.AptRepoError, match="unexpected"):
+        apt_repo.parse_print_uris("'http://x/y.deb' y.deb not-a-size\n")
+
+
 def test_signing_key_is_ed25519_made_once_and_private_half_owner_only(key_dir: Path) -> None:
     private, public = key_dir / apt_repo.PRIVATE_KEY_NAME, key_dir / apt_repo.PUBLIC_KEY_NAME
     before = private.read_bytes()

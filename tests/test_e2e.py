@@ -1,11 +1,13 @@
-"""End to end: the whole platform on one machine, with the same step functions as `make demo`.
+"""End to end: the whole platform on one machine, through `sbw_ops.platform.up()` / `down()` (what
+`make demo` / `make demo-down` run).
 
 sandbox (nspawn webdb + dwh, moto) -> stacks -> the dwh host's private repository -> site.yml ->
 local ingest API -> synthetic shoppers -> ETL (the real handler, as a process) -> schedule -> port
 forward -> the dashboard in Chromium. Asserted: events sent = events in the S3 objects = rows in the
 warehouse (the same event ids) = the KPIs on the dashboard page; a kill -9 of the ETL in the middle of
-a run followed by the next run leaves the counts exact; a re-run of site.yml changes nothing; nothing
-started is left running.
+a run followed by the next run leaves the counts exact; the schedule loads new traffic; a second `up`
+(site.yml again) changes nothing on the hosts and the counts still agree; after `down` nothing started
+is left running.
 
 The sandbox is a private copy of inventory/sandbox (same groups, roles and group_vars) in its own
 addresses of 198.18.0.0/24 (webdb 198.18.0.98 in .96/28, dwh 198.18.0.116 in .112/28), its own name,
@@ -108,25 +110,26 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoState]:
-    """The platform up to the local ingest API (sandbox, stacks, private repo, site.yml); everything
-    torn down afterwards with the demo's down steps, and checked gone."""
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`up()` with an e2e configuration; its state directory. `down()` afterwards, and checked gone."""
     base = tmp_path_factory.mktemp("e2e")
     name = f"sbwe{uuid.uuid4().hex[:6]}"
     run_dir = base / "run"
+    moto_port = pf._free_port()
     config = pf.PlatformConfig(
         inventory=str(_inventory(base)),
         extra_vars={
             "sandbox_name": name,
             "sandbox_state_dir": str(base / "sandbox"),
             "sandbox_run_dir": str(run_dir),
-            "sandbox_moto_port": pf._free_port(),
+            "sandbox_moto_port": moto_port,
             "sandbox_dwh_package_source": "s3_repo" if pf.dwh_uses_private_repo() else "proxy",
             "sbw_public_subnet_cidr": "198.18.0.96/28",
             "sbw_private_subnet_cidr": "198.18.0.112/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
             "oltp_schema_load_sample_catalog": True,
         },
+        moto_port=moto_port,
         run_dir=str(run_dir),
         webdb_address=WEBDB_CIDR.split("/")[0],
         dwh_address=DWH_CIDR.split("/")[0],
@@ -135,77 +138,83 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoState]:
         traffic_rate=60.0,
         schedule_every_seconds=5.0,
     )
-    config.moto_port = config.extra_vars["sandbox_moto_port"]
-    state = DemoState(base / "state")
-    config.store(state)
+    directory = base / "state"
     try:
-        for step in (pf.step_sandbox, pf.step_stacks, pf.step_private_repo, pf.step_site, pf.step_local_api):
-            step(state)
-        yield state
+        pf.up(directory, config)
+        yield directory
     finally:
-        pids = [int(p["pid"]) for p in state.processes.values()]
-        for step in pf.DOWN_STEPS:
-            step(state)
+        pids = [int(p["pid"]) for p in DemoState.load(directory).processes.values()]
+        pf.down(directory)
         leftovers = [pid for pid in pids if _alive(pid)]
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
         assert not leftovers, f"still running: {leftovers}"
         assert name not in netns, netns
         assert not _processes_mentioning(name), _processes_mentioning(name)  # nspawn hosts, forwarders
-        assert pf._port_free(config.moto_port)  # the sandbox's moto is gone
+        assert not _processes_mentioning(str(directory)), _processes_mentioning(str(directory))
+        assert pf._port_free(moto_port)  # the sandbox's moto is gone
 
 
-def _sent(waves: list[dict[str, Any]]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for wave in waves:
-        total.update(wave["events_by_name"])
-    return total
-
-
-@pytest.fixture(scope="module")
-def waves() -> list[dict[str, Any]]:
-    """Every traffic wave sent so far (the tests below add to it, in order)."""
-    return []
-
-
-def _assert_chain_exact(state: DemoState, waves: list[dict[str, Any]]) -> list[str]:
-    """events sent = events in the S3 objects = rows in the warehouse; returns the event ids."""
+def _assert_chain_exact(state: DemoState) -> list[str]:
+    """events sent = events in the S3 objects (the keys the API answered) = rows in the warehouse
+    (the same event ids, no duplicates); returns the event ids."""
+    waves = state.data["traffic"]
     sent = sum(w["accepted_events"] for w in waves)
     assert sent == sum(w["events"] for w in waves) > 0
     objects, s3_ids = pf.s3_event_ids(state)
     assert objects == sum(w["objects_written"] for w in waves)
     assert len(s3_ids) == len(set(s3_ids)) == sent
     dw = pf.warehouse(state)
-    assert len(dw["event_ids"]) == len(set(dw["event_ids"]))  # no duplicates
-    assert set(dw["event_ids"]) == set(s3_ids)  # nothing lost, nothing else
+    assert len(dw["event_ids"]) == len(set(dw["event_ids"]))
+    assert set(dw["event_ids"]) == set(s3_ids)
     assert dw["objects"] == {"loaded": objects}
     return s3_ids
 
 
-def test_events_sent_reach_s3_and_the_warehouse_exactly(platform: DemoState, waves: list) -> None:
-    site = platform.data["site"]["changed"]
+def _assert_dashboard_shows(state: DemoState) -> None:
+    """The KPIs read from the page in Chromium = what was sent (all of it is in the last 7 days)."""
+    waves = state.data["traffic"]
+    by_name: Counter[str] = Counter()
+    for wave in waves:
+        by_name.update(wave["events_by_name"])
+    kpis = state.data["dashboard"]["kpis"]
+    assert kpis["events"] == sum(w["accepted_events"] for w in waves) == sum(by_name.values())
+    assert kpis["sessions"] == sum(w["sessions"] for w in waves)
+    assert kpis["product_views"] == by_name["product_view"]
+    assert kpis["add_to_carts"] == by_name["add_to_cart"]
+    assert kpis["purchases"] == by_name["purchase"]
+    assert Path(state.data["dashboard"]["screenshot"]).stat().st_size > 10_000
+    summary = state.data["summary"]
+    assert summary["events_sent"] == summary["events_in_objects"] == summary["rows_loaded"]
+    assert summary["rows_loaded"] == summary["dashboard_events"]
+
+
+def test_up_events_sent_equal_s3_equal_warehouse_equal_dashboard(platform: Path) -> None:
+    state = DemoState.load(platform)
+    site = state.data["site"]["changed"]
     assert set(site) == {"webdb", "dwh"} and site["webdb"] > 0 and site["dwh"] > 0
-    wave = pf.send_traffic(platform)
-    waves.append(wave)
-    assert wave["catalog_products"] > 0 and wave["events"] > 0
-    summary = pf.run_etl_once(platform)
-    assert summary["status"] == "succeeded"
-    assert summary["rows_inserted"] == wave["accepted_events"]
-    assert summary["objects_quarantined"] == 0
-    _assert_chain_exact(platform, waves)
+    assert state.data["etl_runs"][-1]["status"] == "succeeded"
+    assert state.data["etl_runs"][-1]["objects_quarantined"] == 0
+    _assert_chain_exact(state)
+    _assert_dashboard_shows(state)
+    assert state.data["dashboard_url"].startswith("http://127.0.0.1:")
+    assert _alive(int(state.processes["etl_schedule"]["pid"]))
+    assert _alive(int(state.processes["local_api"]["pid"]))
 
 
-def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: DemoState, waves: list) -> None:
-    waves.append(pf.send_traffic(platform, sessions=150, seed=4242))
-    before = pf.warehouse(platform)
-    env = {**pf.etl_env(platform), "ETL_BATCH_OBJECTS": "2", "ETL_READ_CONCURRENCY": "2"}
-    log = platform.directory / "logs" / "etl-killed.log"
-    proc = pf.spawn_etl(env, log)
+def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path) -> None:
+    state = DemoState.load(platform)
+    pf.down_processes(state, ("etl_schedule",))  # the schedule would take the run's lock meanwhile
+    pf.send_traffic(state, sessions=150)
+    before = pf.warehouse(state)
     loaded_before = before["objects"].get("loaded", 0)
+    env = {**pf.etl_env(state), "ETL_BATCH_OBJECTS": "2", "ETL_READ_CONCURRENCY": "2"}
+    log = platform / "logs" / "etl-killed.log"
+    proc = pf.spawn_etl(env, log)
     try:
         # In the middle: at least one batch of this run committed, the run not finished.
         pf.wait_until(
             lambda: (
-                proc.poll() is not None or pf.warehouse(platform)["objects"].get("loaded", 0) > loaded_before
+                proc.poll() is not None or pf.warehouse(state)["objects"].get("loaded", 0) > loaded_before
             ),
             timeout=300,
             what="the ETL run to commit its first batch",
@@ -217,55 +226,43 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Demo
         assert proc.stdout is not None
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
-    middle = pf.warehouse(platform)
-    total_objects = sum(w["objects_written"] for w in waves)
+    middle = pf.warehouse(state)
+    total_objects = sum(w["objects_written"] for w in state.data["traffic"])
     assert loaded_before < middle["objects"].get("loaded", 0) < total_objects  # really cut mid-run
     assert len(middle["event_ids"]) == len(set(middle["event_ids"]))
 
     summary = pf.wait_until(
-        lambda: (s := pf.run_etl_once(platform))["status"] == "succeeded" and s,
+        lambda: (s := pf.run_etl_once(state))["status"] == "succeeded" and s,
         timeout=120,
         what="the next run (the killed run's lock released)",
         interval=1.0,
     )
-    assert summary["rows_inserted"] + len(middle["event_ids"]) == sum(w["accepted_events"] for w in waves)
-    _assert_chain_exact(platform, waves)
-    runs = pf.warehouse(platform)["runs"]
+    sent = sum(w["accepted_events"] for w in state.data["traffic"])
+    assert summary["rows_inserted"] + len(middle["event_ids"]) == sent
+    _assert_chain_exact(state)
+    runs = pf.warehouse(state)["runs"]
     assert runs.get("abandoned", 0) + runs.get("failed", 0) >= 1 and "running" not in runs, runs
+    pf.step_schedule(state)  # back as `up` left it
 
 
-def test_schedule_loads_new_traffic_and_the_dashboard_shows_every_event(
-    platform: DemoState, waves: list
-) -> None:
-    pf.step_schedule(platform)
-    waves.append(pf.send_traffic(platform, sessions=60, seed=99))
-    sent = sum(w["accepted_events"] for w in waves)
+def test_the_schedule_loads_new_traffic(platform: Path) -> None:
+    state = DemoState.load(platform)
+    runs_before = len(pf.schedule_runs(state))
+    pf.send_traffic(state, sessions=60)
+    sent = sum(w["accepted_events"] for w in state.data["traffic"])
     pf.wait_until(
-        lambda: len(pf.warehouse(platform)["event_ids"]) == sent, timeout=300, what="the schedule to load"
+        lambda: len(pf.warehouse(state)["event_ids"]) == sent, timeout=300, what="the schedule to load it"
     )
-    ids = _assert_chain_exact(platform, waves)
-    assert any(r.get("rows_inserted") for r in pf.schedule_runs(platform))
-
-    pf.step_port_forward(platform)
-    pf.step_screenshot(platform)
-    kpis = platform.data["dashboard"]["kpis"]
-    by_name = _sent(waves)
-    assert kpis["events"] == len(ids) == sent
-    assert kpis["sessions"] == sum(w["sessions"] for w in waves)
-    for kpi, event_name in (
-        ("product_views", "product_view"),
-        ("add_to_carts", "add_to_cart"),
-        ("purchases", "purchase"),
-    ):
-        assert kpis[kpi] == by_name[event_name], kpi
-    assert Path(platform.data["dashboard"]["screenshot"]).stat().st_size > 10_000
-
-    pf.step_summary(platform)
-    summary = platform.data["summary"]
-    assert summary["events_sent"] == summary["events_in_objects"] == summary["rows_loaded"] == sent
+    _assert_chain_exact(state)
+    assert any(r.get("rows_inserted") for r in pf.schedule_runs(state)[runs_before:])
 
 
-def test_site_rerun_changes_nothing(platform: DemoState) -> None:
-    pf.step_site(platform)
-    changed = platform.data["site"]["changed"]
+def test_second_up_converges_with_no_change_on_the_hosts(platform: Path) -> None:
+    pf.up(platform)  # what a second `make demo` does: same sandbox, same hosts
+    state = DemoState.load(platform)
+    changed = state.data["site"]["changed"]
     assert set(changed) == {"webdb", "dwh"} and not any(changed.values()), changed
+    assert state.data["sandbox"]["changed"] == 0  # the running sandbox and its cached root re-used
+    assert len(state.data["traffic"]) == 4  # the first up, the two tests above, this up
+    _assert_chain_exact(state)
+    _assert_dashboard_shows(state)

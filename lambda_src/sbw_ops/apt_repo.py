@@ -70,7 +70,8 @@ PRIVATE_KEY_NAME = "signing-key.asc"
 PUBLIC_KEY_NAME = "signing-key.gpg"
 # Controller apt settings worth inheriting (network access to the upstream mirror), nothing else.
 _INHERITED_APT = re.compile(r"^Acquire::(https?::Proxy|Check-Valid-Until|Check-Date|Retries|ForceIPv[46])\b")
-_PRINT_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+) (?P<size>\d+) (?P<hash>\S+)$")
+# apt-get --print-uris: 'URI' FILE SIZE HASH -- HASH may be empty (seen for security-suite packages).
+_PRINT_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+) (?P<size>\d+)(?: (?P<hash>\S*))?$")
 _EPOCH = re.compile(r"_\d+%3a")
 _UPLOAD_WORKERS = 8
 
@@ -312,11 +313,21 @@ def _print_uris(env: AptEnv, args: Sequence[str], scratch: Path) -> list[DebRef]
     out = env.apt_get(
         "-o", f"Dir::Cache::archives={scratch}", "--print-uris", *args, what=f"apt-get {' '.join(args)}"
     ).stdout
+    return parse_print_uris(out)
+
+
+def parse_print_uris(out: str) -> list[DebRef]:
+    """The .debs in `apt-get --print-uris` output; an unparsable URI line is an error, never skipped."""
     refs = []
-    for line in out.splitlines():
-        match = _PRINT_URI.match(line.strip())
-        if match and match["file"].endswith(".deb"):
-            algo, _, digest = match["hash"].partition(":")
+    for raw in out.splitlines():
+        line = raw.strip()
+        if not line.startswith("'"):
+            continue
+        match = _PRINT_URI.match(line)
+        if not match:
+            raise AptRepoError(f"unexpected apt-get --print-uris line: {line}")
+        if match["file"].endswith(".deb"):
+            algo, _, digest = (match["hash"] or "").partition(":")
             refs.append(
                 DebRef(match["uri"], match["file"], int(match["size"]), digest if algo == "SHA256" else "")
             )
@@ -354,6 +365,11 @@ def resolve_and_download(
     for ref in refs.values():
         if not _cached(env.archives, ref):
             raise AptRepoError(f"{ref.filename} missing from the cache after download")
+    installed = set(re.findall(r"^Package: (\S+)$", base_status.read_text(), re.M))
+    names = {ref.filename.split("_")[0] for ref in refs.values()}
+    missing = sorted({name.split(":")[0] for name in packages} - installed - names)
+    if missing:  # a requested package neither in the image nor in the closure: never publish that
+        raise AptRepoError(f"closure lacks requested packages: {', '.join(missing)}")
     return sorted(refs.values(), key=lambda ref: ref.pool_path)
 
 

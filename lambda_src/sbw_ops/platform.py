@@ -591,7 +591,8 @@ def send_traffic(state: State, sessions: int | None = None, seed: int | None = N
     products = catalog(state)
     run_config = traffic.RunConfig(
         url=f"{state.data['api_url']}/clickstream",
-        seed=config.traffic_seed if seed is None else seed,
+        # A new seed per wave: a second `make demo` sends new shoppers, not the same sessions again.
+        seed=config.traffic_seed + len(state.data.get("traffic", [])) if seed is None else seed,
         rate=config.traffic_rate,
         sessions=sessions or config.traffic_sessions,
         workers=4,
@@ -603,7 +604,8 @@ def send_traffic(state: State, sessions: int | None = None, seed: int | None = N
     result["keys"] = list(summary.keys)
     result["catalog_products"] = len(products)
     waves = state.data.setdefault("traffic", [])
-    waves.append({k: result[k] for k in ("events", "accepted_events", "requests", "objects_written", "seed")})
+    kept = ("seed", "sessions", "events", "events_by_name", "accepted_events", "requests", "objects_written")
+    waves.append({k: result[k] for k in kept})
     state.save()
     return result
 
