@@ -14,15 +14,16 @@ import io
 import os
 import random
 import re
+import signal
 import sys
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SQL_FILE = REPO / "roles" / "sbw_dashboard" / "files" / "app" / "sql" / "dashboard.sql"
+INDEX_FILE = REPO / "roles" / "dw_schema" / "files" / "migrations" / "V003__events_indexes.sql"
 BLOCK = re.compile(r"^-- name: (?P<name>\S+)\s*$", re.M)
 PARAMS = re.compile(r"^-- params:(?P<params>.*)$", re.M)
 EVENTS = int(os.environ.get("SBW_BENCH_DASHBOARD_EVENTS", "10000000"))
@@ -56,31 +57,44 @@ def to_psycopg(query: tuple[str, list[str]]) -> tuple[str, list[str]]:
     return re.sub(r"\$(\d+)", repl, sql.replace("%", "%%")), order
 
 
-def _rows(n: int, now: datetime, rnd: random.Random) -> io.StringIO:
-    """`n` events as COPY text: sessions of 1-8 events spread over HISTORY_DAYS before `now`."""
+def _rows(n: int, start_id: int, now: float, rnd: random.Random) -> io.StringIO:
+    """`n` events as COPY text: sessions of 1-8 events spread over HISTORY_DAYS before `now`.
+
+    Event ids are sequential (time-ordered like the UUIDv7 keys of ingest); strings are built from
+    cached per-day parts so that generation is not the bottleneck.
+    """
     names = ("page_view", "product_view", "add_to_cart", "begin_checkout", "purchase", "search")
-    cats = [f"cat{i:02d}" for i in range(20)]
-    brands = [f"brand{i:02d}" for i in range(60)]
+    products = [
+        f"p{p}\tProduct {p}\tcat{p % 20:02d}\tbrand{p % 60:02d}\t{5 + p % 300}.00\t"
+        + (f"{(5 + p % 300) * 0.9:.2f}" if p % 4 == 0 else "\\N")
+        + f"\t/p/{p}"
+        for p in range(2000)
+    ]
+    days: dict[int, tuple[str, str]] = {}
     out = io.StringIO()
     written = 0
     span = HISTORY_DAYS * 86400
+    clients = max(1, n // 20)
     while written < n:
-        session = uuid.UUID(int=rnd.getrandbits(128)).hex
-        client = f"c{rnd.randrange(n // 20 + 1)}"
+        session = f"s{rnd.getrandbits(64):016x}"
+        client = f"c{rnd.randrange(clients)}"
         logged = rnd.random() < 0.35
-        user = f"u{client[1:]}" if logged else r"\N"
-        state, source = ("logged_in", "cognito") if logged else ("guest", "anonymous")
-        t = now.timestamp() - rnd.random() * span
+        who = f"u{client[1:]}\tlogged_in\tcognito" if logged else "\\N\tguest\tanonymous"
+        t = int(now - rnd.random() * span)
+        first = "t" if rnd.random() < 0.3 else "f"
         for step in range(min(rnd.randint(1, 8), n - written)):
-            name = names[min(step, 5)] if step < 5 and rnd.random() < 0.8 else rnd.choice(names)
-            p = rnd.randrange(2000)
-            price = 5 + p % 300
-            ts = datetime.fromtimestamp(t, UTC).isoformat()
+            name = names[step] if step < 5 and rnd.random() < 0.8 else names[rnd.randrange(6)]
+            day, sec = divmod(t, 86400)
+            if day not in days:
+                d = datetime.fromtimestamp(day * 86400, UTC)
+                days[day] = (d.strftime("%Y-%m-%d"), d.strftime("events/%Y/%m/%d/event-"))
+            date_s, key = days[day]
+            eid = start_id + written
+            clock = f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}+00"
             out.write(
-                f"{uuid.UUID(int=rnd.getrandbits(128), version=4)}\t{ts}\t{name}\t{user}\t{state}\t{source}\t"
-                f"{client}\t{session}\t{'t' if step == 0 and rnd.random() < 0.3 else 'f'}\t"
-                f"p{p}\tProduct {p}\t{cats[p % 20]}\t{brands[p % 60]}\t{price}.00\t\\N\t/p/{p}\t"
-                f"events/{ts[:10].replace('-', '/')}/event-{session}.json\n"
+                f"00000000-0000-7000-8000-{eid:012x}\t{date_s} {clock}"
+                f"\t{name}\t{who}\t{client}\t{session}\t{first if step == 0 else 'f'}\t"
+                f"{products[rnd.randrange(2000)]}\t{key}{session}.json\n"
             )
             t += rnd.randint(5, 120)
             written += 1
@@ -88,25 +102,35 @@ def _rows(n: int, now: datetime, rnd: random.Random) -> io.StringIO:
     return out
 
 
+INDEX_NAME = re.compile(r"CREATE INDEX (\w+)", re.I)
+
+
 def load(conn: Any, n: int) -> float:
-    """COPY `n` synthetic events in chunks; returns rows/s."""
+    """COPY `n` synthetic events in chunks; returns rows/s (indexes of V003 built after the load)."""
     rnd = random.Random(42)
-    now = datetime.now(UTC)
+    now = time.time()
     cols = (
         "event_id, event_timestamp, event_name, user_id, user_login_state, identity_source, client_id, "
         "session_id, is_first_visit, context_product_id, context_product_name, context_product_category, "
         "context_product_brand, context_product_price, context_product_discount_price, "
         "context_product_url_path, source_key"
     )
+    index_sql = INDEX_FILE.read_text(encoding="utf-8")
     started = time.perf_counter()
     done = 0
     with conn.cursor() as cur:
+        # Bulk load without the secondary indexes, then the migration's own CREATE INDEX statements.
+        for name in INDEX_NAME.findall(index_sql):
+            cur.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.commit()
         while done < n:
             size = min(CHUNK, n - done)
-            cur.copy_expert(f"COPY clickstream_events ({cols}) FROM STDIN", _rows(size, now, rnd))
+            cur.copy_expert(f"COPY clickstream_events ({cols}) FROM STDIN", _rows(size, done, now, rnd))
             conn.commit()
             done += size
             print(f"   loaded {done:,}/{n:,}", file=sys.stderr, flush=True)
+        cur.execute(index_sql)
+        conn.commit()
         conn.autocommit = True
         cur.execute("VACUUM ANALYZE clickstream_events")
     return n / (time.perf_counter() - started)
@@ -161,7 +185,12 @@ def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, 
     return results
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(f"terminated by signal {signum}")  # so that `finally` stops the PostgreSQL server
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     sys.path[:0] = [str(REPO), str(REPO / "lambda_src")]
     import psycopg2
 

@@ -8,6 +8,7 @@ come from the zip, the standard library or that runtime set.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -89,7 +90,11 @@ def test_ships_the_package_and_pinned_wheels_for_the_lambda_runtime_only(two_bui
     tops = {n.split("/")[0] for n in names}
     assert "sbw_clickstream" in tops
     assert not {"sbw_ops", "tests", "benchmarks", "bin"} & tops
-    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
+    # Bytecode for every module, and only the build's own (none copied from a controller's __pycache__).
+    sources = [n for n in names if n.endswith(".py")]
+    compiled = {n for n in names if n.endswith(".pyc")}
+    assert compiled == {lambda_build._pyc_name(n) for n in sources}
+    assert not [n for n in names if n.endswith(".pyo")]
     assert "sbw_clickstream/schemas/clickstream-event.v1.json" in names
     # Every pinned requirement is there, at its pinned version.
     pins = [
@@ -148,3 +153,13 @@ def test_the_zip_alone_imports_both_handlers(two_builds: tuple, tmp_path: Path) 
     assert foreign == {}
     psycopg2 = report["files"].get("psycopg2")
     assert psycopg2 and psycopg2.startswith(str(extracted))
+
+
+def test_shipped_bytecode_is_unchecked_hash_of_the_shipped_source(two_builds: tuple) -> None:
+    """/var/task is read-only: the runtime must load the shipped .pyc as is, never recompile."""
+    with zipfile.ZipFile(two_builds[0].path) as archive:
+        source = archive.read("sbw_clickstream/ingest_handler.py")
+        pyc = archive.read(lambda_build._pyc_name("sbw_clickstream/ingest_handler.py"))
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, source not checked
+    assert pyc[8:16] == importlib.util.source_hash(source)
