@@ -161,12 +161,12 @@ def _connect(host: str, db: str, user: str, password: str, **kw: Any) -> Any:
     return conn
 
 
-def _in_host_netns(sandbox: Sandbox, host: str, code: str, **params: str) -> dict[str, Any]:
+def _in_host_netns(sandbox: Sandbox, machine: str, code: str, **params: str) -> dict[str, Any]:
     """Run Python `code` (with `params` as globals, psycopg2 imported) inside the host's network
     namespace; it must print one JSON line, which is returned."""
     script = "import json, psycopg2\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items()) + code
     result = subprocess.run(
-        ["nsenter", "--target", str(sandbox.pid(host)), "--net", sys.executable, "-c", script],
+        ["nsenter", "--target", str(sandbox.pid(machine)), "--net", sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,

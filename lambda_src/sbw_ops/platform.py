@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +116,17 @@ class PlatformConfig:
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
+
+
+def default_config() -> PlatformConfig:
+    """`make demo`: the default sandbox; the dwh host on its private repository once dwh.yml uses it,
+    the shop's sample catalog loaded into webdb (the shoppers browse it)."""
+    return PlatformConfig(
+        extra_vars={
+            "sandbox_dwh_package_source": "s3_repo" if dwh_uses_private_repo() else "proxy",
+            "oltp_schema_load_sample_catalog": True,
+        }
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -803,7 +814,7 @@ def up(directory: Path = STATE_DIR, config: PlatformConfig | None = None) -> Any
     state = DemoState.load(directory)
     if state.data.get("platform") and config is None:
         config = PlatformConfig.of(state)
-    config = config or PlatformConfig()
+    config = config or default_config()
     # Services are restarted; the sandbox and its hosts are kept (site.yml re-converges them).
     down_port_forward(state)
     down_processes(state, tuple(state.processes))
@@ -818,20 +829,11 @@ def down(directory: Path = STATE_DIR) -> None:
     from sbw_ops.demo import DemoState
 
     state = DemoState.load(directory)
-    if not state.data.get("platform"):
-        print("nothing to stop")
-        return
-    _run_steps(state, DOWN_STEPS)
-    down_processes(state, tuple(state.processes))
+    if state.data.get("platform"):
+        _run_steps(state, DOWN_STEPS)
+    down_processes(state, tuple(state.processes))  # anything else recorded (an older demo's too)
     state.path.unlink(missing_ok=True)
     print("platform is down")
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    started = time.monotonic()
-    yield
-    print(f"{label}: {time.monotonic() - started:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
