@@ -22,13 +22,8 @@ import boto3
 def main(argv: list[str]) -> int:
     """Create the missing instances and print what exists."""
     endpoint_url, region, project, hosts_json = argv[1:5]
-    ec2 = boto3.client(
-        "ec2",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    # Credentials come from the environment: roles/sandbox/tasks/ec2.yml sets moto's fake ones.
+    ec2 = boto3.client("ec2", endpoint_url=endpoint_url, region_name=region)
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     changed = False
     instances: dict[str, str] = {}
