@@ -209,7 +209,7 @@ def main() -> None:
         reader = psycopg2.connect(server.dsn(name, dash.user, dash.password))
         reader.autocommit = True
         try:
-            for days, reps in ((7, 9), (90, 5)):
+            for days, reps in ((7, 5), (90, 3)):
                 print(
                     f"dashboard: {days}-day window, {reps} runs each "
                     "(ratio = time / count(*) over the same window)"

@@ -381,6 +381,12 @@ def test_role_publishes_and_second_run_changes_nothing(
     assert _recap(first.stdout)["changed"] >= 2  # key generated, repository published
     assert (fresh_key_dir / apt_repo.PRIVATE_KEY_NAME).stat().st_mode & 0o777 == 0o600
     assert f"{PREFIX}/dists/bookworm/InRelease" in s3_bucket.keys(PREFIX)
+    # S3 stand-in: the role put the stack's anonymous-read statement on the prefix (and only there)
+    policy = json.loads(s3_bucket.client.get_bucket_policy(Bucket=s3_bucket.name)["Policy"])
+    assert [item["Resource"] for item in policy["Statement"]] == [f"arn:aws:s3:::{s3_bucket.name}/{PREFIX}/*"]
+    url = f"{s3_bucket.endpoint_url}/{s3_bucket.name}/{PREFIX}/dists/bookworm/InRelease"
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - anonymous, like apt
+        assert response.status == 200
     second = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir)
     assert second.returncode == 0, second.stdout[-4000:]
     assert _recap(second.stdout)["changed"] == 0, second.stdout[-4000:]

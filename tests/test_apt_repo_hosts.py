@@ -168,8 +168,8 @@ def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHostSandbo
 
 @pytest.fixture(scope="module")
 def bucket(one_host: OneHostSandbox) -> Any:
-    """The artifacts bucket in the sandbox's moto with the storage stack's repository statement
-    (anonymous s3:GetObject on the prefix under aws:sourceVpce, a condition moto ignores)."""
+    """The artifacts bucket in the sandbox's moto, with no policy: moto's CloudFormation creates none, so
+    apt_repo_publish puts the storage stack's anonymous-read statement on the prefix itself."""
     s3 = boto3.client(
         "s3",
         endpoint_url=one_host.endpoint_url,
@@ -179,19 +179,6 @@ def bucket(one_host: OneHostSandbox) -> Any:
         aws_session_token=FAKE_AWS["AWS_SESSION_TOKEN"],
     )
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-southeast-1"})
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": f"arn:aws:s3:::{BUCKET}/{PREFIX}/*",
-                "Condition": {"StringEquals": {"aws:sourceVpce": "vpce-0123456789abcdef0"}},
-            }
-        ],
-    }
-    s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
     return s3
 
 

@@ -117,6 +117,7 @@ class Sandbox:
     extra_vars: dict[str, Any]
     endpoint_url: str
     run_dir: Path
+    up: subprocess.CompletedProcess[str]
 
     def pid(self, host: str) -> int:
         return int((self.run_dir / f"{host}.pid").read_text().split()[0])
@@ -128,13 +129,18 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    # Fixtures only record results; tests assert them (a failing module fixture would be re-run for
+    # every test: eight more sandboxes and site.yml runs).
     inventory, extra = sandbox_inventory(tmp_path_factory.mktemp("site-sandbox"), BLOCK)
     env = ansible_env()
     try:
         up = run_playbook("playbooks/sandbox.yml", inventory, extra, env)
-        assert up.returncode == 0, up.stdout[-4000:]
         yield Sandbox(
-            inventory, extra, f"http://127.0.0.1:{extra['sandbox_moto_port']}", Path(extra["sandbox_run_dir"])
+            inventory,
+            extra,
+            f"http://127.0.0.1:{extra['sandbox_moto_port']}",
+            Path(extra["sandbox_run_dir"]),
+            up,
         )
     finally:
         down = run_playbook("playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env)
@@ -143,14 +149,22 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="module")
 def site_runs(sandbox: Sandbox) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-    """site.yml twice on the sandbox: (first run, second run)."""
+    """site.yml twice on the sandbox: (first run, second run); a failed step is returned for both."""
+    if sandbox.up.returncode != 0:
+        return sandbox.up, sandbox.up
     env = ansible_env()
     extra = {**sandbox.extra_vars, "oltp_schema_load_sample_catalog": True}
     first = run_playbook("site.yml", sandbox.inventory, extra, env)
-    assert first.returncode == 0, first.stdout[-6000:]
-    second = run_playbook("site.yml", sandbox.inventory, extra, env)
-    assert second.returncode == 0, second.stdout[-6000:]
-    return first, second
+    if first.returncode != 0:
+        return first, first
+    return first, run_playbook("site.yml", sandbox.inventory, extra, env)
+
+
+@pytest.fixture
+def configured(site_runs: Any, configured: None) -> None:
+    """Both site.yml runs succeeded (else the test fails with the failing run's output)."""
+    for run in site_runs:
+        assert run.returncode == 0, f"{run.args[:4]} failed:\n{run.stdout[-6000:]}"
 
 
 def _connect(host: str, db: str, user: str, password: str, **kw: Any) -> Any:
@@ -194,7 +208,9 @@ print(json.dumps(outcome))
 """
 
 
-def test_first_run_configures_both_hosts_and_second_run_changes_nothing(site_runs: Any) -> None:
+def test_first_run_configures_both_hosts_and_second_run_changes_nothing(
+    site_runs: Any, configured: None
+) -> None:
     first, second = site_runs
     first_recap = play_recap(first.stdout)
     second_recap = play_recap(second.stdout)
@@ -206,7 +222,7 @@ def test_first_run_configures_both_hosts_and_second_run_changes_nothing(site_run
     assert all(counts["failed"] == 0 and counts["unreachable"] == 0 for counts in second_recap.values())
 
 
-def test_schemas_are_present(site_runs: Any, sandbox: Sandbox) -> None:
+def test_schemas_are_present(site_runs: Any, configured: None, sandbox: Sandbox) -> None:
     web = _connect(WEBDB, "clickstream_web", "sbw_web_app", sandbox.secret("/sbw/webdb/app_password"))
     with web.cursor() as cur:
         cur.execute(
@@ -225,7 +241,9 @@ def test_schemas_are_present(site_runs: Any, sandbox: Sandbox) -> None:
         assert cur.fetchone() == (True,)
 
 
-def test_etl_user_inserts_events_but_cannot_read_or_delete(site_runs: Any, sandbox: Sandbox) -> None:
+def test_etl_user_inserts_events_but_cannot_read_or_delete(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
     conn = _connect(DWH, "clickstream_dw", "sbw_etl", sandbox.secret("/sbw/dwh/etl_password"))
     event_id = str(uuid.uuid4())
     with conn.cursor() as cur:
@@ -272,7 +290,9 @@ def test_dashboard_user_reads_locally_but_cannot_write_or_connect_remotely(
         _connect(DWH, "clickstream_dw", "sbw_dashboard", password)
 
 
-def test_etl_user_refused_from_outside_the_private_subnet(site_runs: Any, sandbox: Sandbox) -> None:
+def test_etl_user_refused_from_outside_the_private_subnet(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
     outcome = _in_host_netns(
         sandbox,
         "dwh",
@@ -287,7 +307,9 @@ def test_etl_user_refused_from_outside_the_private_subnet(site_runs: Any, sandbo
     assert re.search(r"pg_hba\.conf|rejects connection", outcome["error"]), outcome
 
 
-def test_app_role_admitted_from_admin_cidr_with_least_privilege(site_runs: Any, sandbox: Sandbox) -> None:
+def test_app_role_admitted_from_admin_cidr_with_least_privilege(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
     conn = _connect(
         WEBDB, "clickstream_web", "sbw_web_app", sandbox.secret("/sbw/webdb/app_password"), sslmode="require"
     )
@@ -301,7 +323,9 @@ def test_app_role_admitted_from_admin_cidr_with_least_privilege(site_runs: Any, 
                 cur.execute(sql)
 
 
-def test_app_role_refused_from_a_disallowed_address(site_runs: Any, sandbox: Sandbox) -> None:
+def test_app_role_refused_from_a_disallowed_address(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
     # From inside webdb to its own address: the source is the host itself, not in sbw_admin_cidrs.
     outcome = _in_host_netns(
         sandbox,
@@ -317,7 +341,7 @@ def test_app_role_refused_from_a_disallowed_address(site_runs: Any, sandbox: San
     assert re.search(r"pg_hba\.conf|rejects connection", outcome["error"]), outcome
 
 
-def test_no_secret_in_the_logs(site_runs: Any, sandbox: Sandbox) -> None:
+def test_no_secret_in_the_logs(site_runs: Any, configured: None, sandbox: Sandbox) -> None:
     first, second = site_runs
     for name in ("/sbw/webdb/app_password", "/sbw/dwh/etl_password", "/sbw/dwh/dashboard_password"):
         secret = sandbox.secret(name)

@@ -542,6 +542,38 @@ def _release_lists(inrelease: bytes, packages: bytes, rel: str) -> bool:
     )
 
 
+READ_POLICY_SID = "AptRepositoryThroughGatewayEndpointOnly"
+
+
+def ensure_read_policy(client: Any, bucket: str, prefix: str, vpce: str) -> bool:
+    """Merge the storage stack's repository statement into the bucket policy; True when it changed.
+
+    For the sandbox only: moto's CloudFormation does not create AWS::S3::BucketPolicy, and moto
+    refuses anonymous reads without a policy (it ignores the aws:sourceVpce condition). On AWS the
+    storage stack owns this statement.
+    """
+    statement = {
+        "Sid": READ_POLICY_SID,
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/{prefix.strip('/')}/*",
+        "Condition": {"StringEquals": {"aws:sourceVpce": vpce}},
+    }
+    try:
+        policy = json.loads(client.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+            raise
+        policy = {"Version": "2012-10-17", "Statement": []}
+    others = [item for item in policy.get("Statement", []) if item.get("Sid") != READ_POLICY_SID]
+    if len(others) + 1 == len(policy.get("Statement", [])) and statement in policy["Statement"]:
+        return False
+    policy["Statement"] = [*others, statement]
+    client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    return True
+
+
 def build_and_publish(
     client: Any,
     packages: Sequence[str],
@@ -580,6 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     keygen = sub.add_parser("keygen", help="create the ed25519 signing key once")
     keygen.add_argument("--key-dir", type=Path, required=True)
+    stand_in = sub.add_parser("read-policy", help="sandbox only: the stack's anonymous-read statement")
+    stand_in.add_argument("--bucket", required=True)
+    stand_in.add_argument("--prefix", default="repo")
+    stand_in.add_argument("--vpce", default="vpce-00000000000000000")
+    stand_in.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL_S3", ""))
+    stand_in.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", ""))
     base = sub.add_parser("base-status", help="extract var/lib/dpkg/status from a root tarball")
     base.add_argument("--tarball", type=Path, required=True)
     base.add_argument("--out", type=Path, required=True)
@@ -605,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keygen":
             output: dict[str, Any] = {"changed": ensure_signing_key(args.key_dir)}
             output["fingerprint"] = key_fingerprint(args.key_dir / PUBLIC_KEY_NAME)
+        elif args.command == "read-policy":
+            client = _s3_client(args.endpoint_url, args.region)
+            output = {"changed": ensure_read_policy(client, args.bucket, args.prefix, args.vpce)}
         elif args.command == "base-status":
             output = {"changed": extract_base_status(args.tarball, args.out)}
         else:

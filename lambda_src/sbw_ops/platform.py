@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -102,6 +103,9 @@ class PlatformConfig:
     traffic_sessions: int = 300
     traffic_rate: float = 60.0
     traffic_seed: int = 42
+    # Shoppers spread over the last N hours (simulated clock sped up), so the dashboard's charts show a
+    # history; 0 = all of them just now. Inside the ingest's 7-day window and the dashboard's 7 days.
+    traffic_backdate_hours: float = 36.0
     schedule_every_seconds: float = 60.0  # the simulated "hourly" ETL schedule
     etl_env: dict[str, str] = field(default_factory=dict)  # extra ETL_* tuning for every run
 
@@ -600,12 +604,18 @@ def send_traffic(state: State, sessions: int | None = None, seed: int | None = N
 
     config = PlatformConfig.of(state)
     products = catalog(state)
+    count = sessions or config.traffic_sessions
+    backdate = timedelta(hours=config.traffic_backdate_hours)
+    # Arrivals take about count/rate seconds of wall clock: stretch them over `backdate`.
+    scale = max(1.0, 0.8 * backdate.total_seconds() / (count / config.traffic_rate)) if backdate else 1.0
     run_config = traffic.RunConfig(
         url=f"{state.data['api_url']}/clickstream",
+        backdate=backdate,
+        time_scale=scale,
         # A new seed per wave: a second `make demo` sends new shoppers, not the same sessions again.
         seed=config.traffic_seed + len(state.data.get("traffic", [])) if seed is None else seed,
         rate=config.traffic_rate,
-        sessions=sessions or config.traffic_sessions,
+        sessions=count,
         workers=4,
     )
     summary = traffic.run(run_config, products)
