@@ -161,7 +161,7 @@ def site_runs(sandbox: Sandbox) -> tuple[subprocess.CompletedProcess[str], subpr
 
 
 @pytest.fixture
-def configured(site_runs: Any, configured: None) -> None:
+def configured(site_runs: Any) -> None:
     """Both site.yml runs succeeded (else the test fails with the failing run's output)."""
     for run in site_runs:
         assert run.returncode == 0, f"{run.args[:4]} failed:\n{run.stdout[-6000:]}"
