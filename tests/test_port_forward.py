@@ -8,9 +8,11 @@ test checks the rendered `aws ssm start-session` command line and the clear erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -60,6 +62,13 @@ def _listening(port: int) -> bool:
         return False
 
 
+def _end_forwarders(run_dir: Path) -> None:
+    """Teardown after a failed test: end the forwarders this test started (their process groups)."""
+    for pid_file in run_dir.glob("*.pid") if run_dir.exists() else []:
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+
 @pytest.fixture
 def fake_dwh(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen]]:
     """A host-like network namespace: HTTP on its own 127.0.0.1:3838, its PID in <run>/dwh.pid."""
@@ -87,11 +96,13 @@ def fake_dwh(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen]]:
         f"          sandbox_run_dir: {run}\n          sbw_port_forward_backend: sandbox\n",
         encoding="utf-8",
     )
+    forwards = tmp_path / "forwards"
     try:
-        yield inventory, tmp_path / "forwards", proc
+        yield inventory, forwards, proc
     finally:
         proc.kill()
         proc.wait()
+        _end_forwarders(forwards)
 
 
 def _pid(run_dir: Path, port: int) -> int:
