@@ -61,7 +61,7 @@ checkov: venv ## checkov over cloudformation/ (.checkov.yaml; suppressions are i
 	$(BIN)/checkov --config-file .checkov.yaml
 
 pytest: venv
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Every molecule/<scenario>/ (molecule/shared holds the create/destroy playbooks they share).
 MOLECULE_SCENARIOS := $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))

@@ -74,8 +74,12 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     for i in range(90):
         source.put(now - timedelta(minutes=60) + i * timedelta(seconds=30), count=rng.randint(1, 4))
     env = _env(dw_db, s3_bucket)
-    delivered = 0
-    for _ in range(KILLS):
+    delivered = attempts = 0
+    # The kill point is drawn up to `max_delay` after start-up; how long a run lasts depends on the
+    # machine, so the range adapts: shorter after a run finished before its kill, longer after a kill.
+    max_delay = 0.7
+    while delivered < KILLS and attempts < 3 * KILLS:
+        attempts += 1
         # Traffic keeps coming, some of it late (keys older than what may already be loaded).
         for _ in range(12):
             moment = datetime.now(UTC) - timedelta(seconds=rng.uniform(0, 600))
@@ -90,14 +94,16 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
                 timeout=60,
                 what="the ETL run to start",
             )
-            delay = rng.uniform(0.1, 0.7)
+            delay = rng.uniform(0.02, max_delay)
         else:
             delay = rng.uniform(0.0, 1.0)
         try:
             process.wait(timeout=delay)  # the random kill point
+            max_delay = max(0.05, max_delay * 0.7)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             delivered += 1
+            max_delay = min(1.0, max_delay * 1.1)
         process.wait(timeout=30)
         if process.returncode not in (-signal.SIGKILL, 0):
             raise AssertionError(f"ETL exited {process.returncode}: {process.stderr.read().decode()[-2000:]}")

@@ -129,6 +129,9 @@ def default_config() -> PlatformConfig:
         extra_vars={
             "sandbox_dwh_package_source": "s3_repo" if dwh_uses_private_repo() else "proxy",
             "oltp_schema_load_sample_catalog": True,
+            # The seed's bucket names (no account/region suffix: moto is private to this machine), the
+            # names the host roles default to (site.yml does not hand the stacks' names to them yet).
+            "sbw_stacks_bucket_suffix": "",
         }
     )
 
