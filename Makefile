@@ -77,10 +77,10 @@ bench: deps ## benchmarks: figures as ratios to a baseline measured in the same 
 	$(PY) -m benchmarks
 
 demo: deps ## bring up the local platform and show it working
-	$(PY) -m sbw_ops.demo up
+	$(PY) -m sbw_ops.platform up
 
 demo-down: venv ## stop and remove everything the demo started
-	$(PY) -m sbw_ops.demo down
+	$(PY) -m sbw_ops.platform down
 
 clean: demo-down
 	rm -rf $(CACHE) build

@@ -10,7 +10,7 @@ a run followed by the next run leaves the counts exact; the schedule loads new t
 is left running.
 
 The sandbox is a private copy of inventory/sandbox (same groups, roles and group_vars) in its own
-addresses of 198.18.0.0/24 (webdb 198.18.0.130 in .128/28, dwh 198.18.0.148 in .144/28), its own name,
+addresses of 198.18.0.0/24 (webdb 198.18.0.194 in .192/28, dwh 198.18.0.212 in .208/28), its own name,
 state directories, moto port and port-forward port, so it never collides with the default sandbox or
 the other host suites running at the same time.
 """
@@ -33,8 +33,8 @@ from sbw_ops.demo import DemoState
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 REPO = Path(__file__).resolve().parents[1]
-WEBDB_CIDR, WEBDB_GATEWAY = "198.18.0.130/28", "198.18.0.129"
-DWH_CIDR, DWH_GATEWAY = "198.18.0.148/28", "198.18.0.145"
+WEBDB_CIDR, WEBDB_GATEWAY = "198.18.0.194/28", "198.18.0.193"
+DWH_CIDR, DWH_GATEWAY = "198.18.0.212/28", "198.18.0.209"
 
 
 def _inventory(directory: Path) -> Path:
@@ -124,8 +124,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "sandbox_run_dir": str(run_dir),
             "sandbox_moto_port": moto_port,
             "sandbox_dwh_package_source": "s3_repo" if pf.dwh_uses_private_repo() else "proxy",
-            "sbw_public_subnet_cidr": "198.18.0.128/28",
-            "sbw_private_subnet_cidr": "198.18.0.144/28",
+            "sbw_public_subnet_cidr": "198.18.0.192/28",
+            "sbw_private_subnet_cidr": "198.18.0.208/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
             "oltp_schema_load_sample_catalog": True,
             "sbw_stacks_bucket_suffix": "",  # as pf.default_config(): the seed's bucket names
