@@ -22,19 +22,12 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
+from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
 
 from tests import dashboard_support as ds
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 KPI_IDS = [
     "events",
     "sessions",
@@ -46,15 +39,12 @@ KPI_IDS = [
     "add_to_carts",
     "purchases",
 ]
-IDLE = """() => window.Shiny && Shiny.shinyapp && Shiny.shinyapp.isConnected()
-  && !document.documentElement.classList.contains('shiny-busy')
-  && document.querySelectorAll('.recalculating').length === 0"""
 
 
 @pytest.fixture
 def browser_page() -> Iterator[tuple[Page, list[str]]]:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors: list[str] = []
         page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
@@ -67,7 +57,7 @@ def browser_page() -> Iterator[tuple[Page, list[str]]]:
 
 def _wait_ready(page: Page) -> None:
     page.wait_for_function(
-        IDLE + " && document.getElementById('kpi_events').textContent.length > 0", timeout=90_000
+        SHINY_IDLE_JS + " && document.getElementById('kpi_events').textContent.length > 0", timeout=90_000
     )
 
 
@@ -101,7 +91,7 @@ def _change_and_wait(page: Page, action, before: str) -> None:
     page.wait_for_function(
         "(b) => document.getElementById('kpi_events').textContent !== b", arg=before, timeout=60_000
     )
-    page.wait_for_function(IDLE, timeout=60_000)
+    page.wait_for_function(SHINY_IDLE_JS, timeout=60_000)
 
 
 def _no_r_errors(page: Page, log: Path) -> None:
@@ -195,7 +185,7 @@ def test_dashboard_through_the_port_forward_shows_the_sql_counts(
 
         page.click("a[data-value='Funnel']")
         page.wait_for_function(
-            IDLE + " && document.querySelector('#funnel_table table') !== null", timeout=60_000
+            SHINY_IDLE_JS + " && document.querySelector('#funnel_table table') !== null", timeout=60_000
         )
         cells = page.locator("#funnel_table table tbody tr td:nth-child(2)").all_text_contents()
         assert [int(_number(c)) for c in cells] == ds.funnel(events, shoes)  # the funnel ignores event_name
@@ -227,7 +217,7 @@ def test_dashboard_says_no_data_yet_and_database_unavailable(
     try:
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("#sbw-no-data", timeout=90_000)
-        page.wait_for_function(IDLE, timeout=60_000)
+        page.wait_for_function(SHINY_IDLE_JS, timeout=60_000)
         assert "No data yet" in (page.text_content("#sbw-no-data") or "")
         assert (page.text_content("#kpi_events") or "") == "No data yet."  # a sentence, not zeros
         assert "No data yet" in (page.text_content("#events_plot") or "")
@@ -245,7 +235,7 @@ def test_dashboard_says_no_data_yet_and_database_unavailable(
     try:
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("#sbw-db-error", timeout=90_000)
-        page.wait_for_function(IDLE, timeout=60_000)
+        page.wait_for_function(SHINY_IDLE_JS, timeout=60_000)
         banner = page.text_content("#sbw-db-error") or ""
         assert (
             "Database unavailable" in banner

@@ -19,20 +19,12 @@ import esprima
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from sbw_clickstream.contract import parse_timestamp, validate_stored_event
+from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS
 
 from tests.fixtures.moto import S3Bucket
 from tests.test_traffic_api import local_api_process, stored_events
 
 TRACKER_DIR = Path(__file__).resolve().parents[1] / "lambda_src" / "sbw_ops" / "tracker"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 DEMO_SUB = "0f8e2a52-6f61-4c8b-9d5c-3f1c2b9a7d10"  # the sample shop's fake Cognito user
 
 

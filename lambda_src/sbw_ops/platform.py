@@ -41,6 +41,8 @@ from typing import Any, Protocol
 
 import yaml
 
+from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("SBW_DEMO_STATE_DIR", REPO_ROOT / ".cache" / "demo"))
 REGION = "ap-southeast-1"
@@ -49,15 +51,6 @@ DASHBOARD_PASSWORD_PARAM = "/sbw/dwh/dashboard_password"  # noqa: S105
 APP_PASSWORD_PARAM = "/sbw/webdb/app_password"  # noqa: S105
 WAREHOUSE_DB = "clickstream_dw"
 OLTP_DB = "clickstream_web"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The dashboard's KPI cards (roles/sbw_dashboard/files/app/R/ui.R: #kpi_<name>).
 KPI_IDS = (
     "events",
@@ -72,9 +65,6 @@ KPI_IDS = (
     "revenue",
     "conversion_rate",
 )
-_SHINY_IDLE = """() => window.Shiny && Shiny.shinyapp && Shiny.shinyapp.isConnected()
-  && !document.documentElement.classList.contains('shiny-busy')
-  && document.querySelectorAll('.recalculating').length === 0"""
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
 
 
@@ -508,7 +498,7 @@ def dashboard_kpis(url: str, screenshot: Path | None = None, timeout_ms: int = 1
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url, timeout=timeout_ms)
             page.wait_for_function(
-                _SHINY_IDLE + " && document.getElementById('kpi_events').textContent.length > 0",
+                SHINY_IDLE_JS + " && document.getElementById('kpi_events').textContent.length > 0",
                 timeout=timeout_ms,
             )
             values = {k: _number(page.text_content(f"#kpi_{k}") or "") for k in KPI_IDS}
