@@ -2,6 +2,13 @@
 -- The ONE copy of the dashboard's SQL: R/queries.R runs these blocks and
 -- benchmarks/bench_dashboard.py times the very same text.
 --
+-- The figures come from the rollups of migration V005 (dash_cells / dash_product_cells: daily
+-- cells for the whole UTC days of the period, hourly cells for its ends), never from a scan of
+-- clickstream_events: sums are exact; distinct counts (sessions, users, visitors) are exact up to
+-- 8,192 per figure and HyperLogLog estimates (~1.6 %) above. In the cells, category/brand NULL
+-- means "all" and '' means "no product"; the filters are written so that, with the values bound,
+-- they fold to `category IS NULL` / `category = 'x'` and use the rollups' filter index.
+--
 -- Format: each block starts with `-- name: <query>` and `-- params: <p1> <p2> ...`; the statement
 -- uses $1, $2 ... in that order. Values are always bound with PQexecParams (never pasted into SQL).
 -- Common parameters:
@@ -13,66 +20,58 @@
 
 -- name: kpis
 -- params: date_from date_to timezone category brand event_name
+-- estimated: true when a distinct count is above the exact range of the sketches.
 SELECT k.*,
-       round(k.purchase_sessions::numeric / nullif(k.sessions, 0), 4) AS conversion_rate
+       round(k.purchase_sessions::numeric / nullif(k.sessions, 0), 4) AS conversion_rate,
+       k.sessions > 8192 OR k.users > 8192 AS estimated
 FROM (
-    SELECT count(*) AS events,
-           count(DISTINCT session_id) AS sessions,
-           count(DISTINCT coalesce('u:' || user_id, 'c:' || client_id)) AS users,
-           count(DISTINCT user_id) FILTER (WHERE user_login_state = 'logged_in') AS logged_in_users,
-           count(DISTINCT client_id) FILTER (WHERE user_id IS NULL) AS guest_visitors,
-           count(DISTINCT client_id) FILTER (WHERE is_first_visit) AS first_visits,
-           count(*) FILTER (WHERE event_name = 'product_view') AS product_views,
-           count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_carts,
-           count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
-           count(DISTINCT session_id) FILTER (WHERE event_name = 'purchase') AS purchase_sessions,
-           coalesce(sum(coalesce(context_product_discount_price, context_product_price))
-               FILTER (WHERE event_name = 'purchase'), 0) AS revenue
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND ($6::text = '' OR event_name = $6::text)
+    SELECT coalesce(sum(c.events), 0)::bigint AS events,
+           coalesce(round(hll_cardinality(hll_union_agg(c.sessions))), 0)::bigint AS sessions,
+           coalesce(round(hll_cardinality(hll_union_agg(c.users))), 0)::bigint AS users,
+           coalesce(round(hll_cardinality(hll_union_agg(c.logged_in_users))), 0)::bigint AS logged_in_users,
+           coalesce(round(hll_cardinality(hll_union_agg(c.guest_visitors))), 0)::bigint AS guest_visitors,
+           coalesce(round(hll_cardinality(hll_union_agg(c.first_visit_clients))), 0)::bigint AS first_visits,
+           coalesce(sum(c.events) FILTER (WHERE c.event_name = 'product_view'), 0)::bigint AS product_views,
+           coalesce(sum(c.events) FILTER (WHERE c.event_name = 'add_to_cart'), 0)::bigint AS add_to_carts,
+           coalesce(sum(c.events) FILTER (WHERE c.event_name = 'purchase'), 0)::bigint AS purchases,
+           coalesce(round(hll_cardinality(hll_union_agg(c.sessions) FILTER (WHERE c.event_name = 'purchase'))), 0)::bigint AS purchase_sessions,
+           coalesce(sum(c.revenue), 0) AS revenue
+    FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
+      AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
+      AND ($6::text = '' OR c.event_name = $6::text)
 ) AS k;
 
 -- name: events_over_time
 -- params: date_from date_to timezone category brand event_name granularity
-SELECT to_char(date_trunc($7::text, event_timestamp AT TIME ZONE $3::text), 'YYYY-MM-DD"T"HH24:MI') AS bucket,
-       event_name,
-       count(*) AS events
-FROM clickstream_events
-WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-  AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-  AND ($4::text = '' OR context_product_category = $4::text)
-  AND ($5::text = '' OR context_product_brand = $5::text)
-  AND ($6::text = '' OR event_name = $6::text)
+-- Hourly cells only: a local hour or day is a whole number of UTC hours.
+SELECT to_char(date_trunc($7::text, c.bucket AT TIME ZONE $3::text), 'YYYY-MM-DD"T"HH24:MI') AS bucket,
+       c.event_name,
+       sum(c.events)::bigint AS events
+FROM dash_hourly AS c
+WHERE c.bucket >= ($1::date)::timestamp AT TIME ZONE $3::text
+  AND c.bucket < ($2::date + 1)::timestamp AT TIME ZONE $3::text
+  AND (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
+  AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
+  AND ($6::text = '' OR c.event_name = $6::text)
 GROUP BY 1, 2
 ORDER BY 1, 2;
 
 -- name: funnel
 -- params: date_from date_to timezone category brand
--- Closed funnel by session: a session reaches a step when it has that event and every earlier
--- step's event in the period. The event-name filter does not apply (the funnel spans four names).
-WITH s AS (
-    SELECT session_id,
-           bool_or(event_name = 'product_view') AS viewed,
-           bool_or(event_name = 'add_to_cart') AS carted,
-           bool_or(event_name = 'begin_checkout') AS checked_out,
-           bool_or(event_name = 'purchase') AS purchased
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND event_name IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
-    GROUP BY session_id
-), c AS (
-    SELECT count(*) FILTER (WHERE viewed) AS s1,
-           count(*) FILTER (WHERE viewed AND carted) AS s2,
-           count(*) FILTER (WHERE viewed AND carted AND checked_out) AS s3,
-           count(*) FILTER (WHERE viewed AND carted AND checked_out AND purchased) AS s4
-    FROM s
+-- Sessions per step: a session counts at a step when it has an event of that step in the period
+-- (for the chosen category/brand) after having reached the previous step in time order (any
+-- product, any time): product_view -> add_to_cart -> begin_checkout -> purchase. The event-name
+-- filter does not apply (the funnel spans four names).
+WITH c AS (
+    SELECT coalesce(round(hll_cardinality(hll_union_agg(c.funnel_sessions) FILTER (WHERE c.event_name = 'product_view'))), 0)::bigint AS s1,
+           coalesce(round(hll_cardinality(hll_union_agg(c.funnel_sessions) FILTER (WHERE c.event_name = 'add_to_cart'))), 0)::bigint AS s2,
+           coalesce(round(hll_cardinality(hll_union_agg(c.funnel_sessions) FILTER (WHERE c.event_name = 'begin_checkout'))), 0)::bigint AS s3,
+           coalesce(round(hll_cardinality(hll_union_agg(c.funnel_sessions) FILTER (WHERE c.event_name = 'purchase'))), 0)::bigint AS s4
+    FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
+      AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
+      AND c.event_name IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
 )
 SELECT v.step, v.step_name, v.sessions,
        round(v.sessions::numeric / nullif(v.previous, 0), 4) AS rate_from_previous,
@@ -88,24 +87,28 @@ ORDER BY v.step;
 
 -- name: top_products
 -- params: date_from date_to timezone category brand event_name order_by row_limit
+-- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
-    SELECT context_product_id AS product_id,
-           max(context_product_name) AS product_name,
-           max(context_product_category) AS category,
-           max(context_product_brand) AS brand,
-           count(*) FILTER (WHERE event_name = 'product_view') AS views,
-           count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_carts,
-           count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
-           coalesce(sum(coalesce(context_product_discount_price, context_product_price))
-               FILTER (WHERE event_name = 'purchase'), 0) AS revenue
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND ($6::text = '' OR event_name = $6::text)
-      AND context_product_id IS NOT NULL
-    GROUP BY context_product_id
+    SELECT p.product_id AS product_id,
+           max(p.product_name) AS product_name,
+           nullif(max(p.category), '') AS category,
+           nullif(max(p.brand), '') AS brand,
+           CASE WHEN $6::text IN ('', 'product_view') THEN sum(p.views) ELSE 0 END::bigint AS views,
+           CASE WHEN $6::text IN ('', 'add_to_cart') THEN sum(p.add_to_carts) ELSE 0 END::bigint AS add_to_carts,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.purchases) ELSE 0 END::bigint AS purchases,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.revenue) ELSE 0 END AS revenue
+    FROM dash_product_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = '' OR p.category = $4::text)
+      AND ($5::text = '' OR p.brand = $5::text)
+    GROUP BY p.product_id
+    HAVING sum(CASE $6::text
+                   WHEN '' THEN p.events
+                   WHEN 'product_view' THEN p.views
+                   WHEN 'add_to_cart' THEN p.add_to_carts
+                   WHEN 'begin_checkout' THEN p.checkouts
+                   WHEN 'purchase' THEN p.purchases
+                   ELSE 0
+               END) > 0
 ) AS t
 ORDER BY CASE $7::text
              WHEN 'views' THEN t.views::numeric
@@ -118,22 +121,34 @@ LIMIT $8::integer;
 
 -- name: top_categories
 -- params: date_from date_to timezone category brand event_name order_by row_limit
+-- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
-    SELECT context_product_category AS category,
-           count(DISTINCT context_product_id) AS products,
-           count(*) FILTER (WHERE event_name = 'product_view') AS views,
-           count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_carts,
-           count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
-           coalesce(sum(coalesce(context_product_discount_price, context_product_price))
-               FILTER (WHERE event_name = 'purchase'), 0) AS revenue
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND ($6::text = '' OR event_name = $6::text)
-      AND context_product_category IS NOT NULL
-    GROUP BY context_product_category
+    SELECT p.category AS category,
+           count(DISTINCT p.product_id) FILTER (WHERE CASE $6::text
+                   WHEN '' THEN p.events
+                   WHEN 'product_view' THEN p.views
+                   WHEN 'add_to_cart' THEN p.add_to_carts
+                   WHEN 'begin_checkout' THEN p.checkouts
+                   WHEN 'purchase' THEN p.purchases
+                   ELSE 0
+               END > 0) AS products,
+           CASE WHEN $6::text IN ('', 'product_view') THEN sum(p.views) ELSE 0 END::bigint AS views,
+           CASE WHEN $6::text IN ('', 'add_to_cart') THEN sum(p.add_to_carts) ELSE 0 END::bigint AS add_to_carts,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.purchases) ELSE 0 END::bigint AS purchases,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.revenue) ELSE 0 END AS revenue
+    FROM dash_product_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = '' OR p.category = $4::text)
+      AND ($5::text = '' OR p.brand = $5::text)
+      AND p.category <> ''
+    GROUP BY p.category
+    HAVING sum(CASE $6::text
+                   WHEN '' THEN p.events
+                   WHEN 'product_view' THEN p.views
+                   WHEN 'add_to_cart' THEN p.add_to_carts
+                   WHEN 'begin_checkout' THEN p.checkouts
+                   WHEN 'purchase' THEN p.purchases
+                   ELSE 0
+               END) > 0
 ) AS t
 ORDER BY CASE $7::text
              WHEN 'views' THEN t.views::numeric
@@ -146,22 +161,34 @@ LIMIT $8::integer;
 
 -- name: top_brands
 -- params: date_from date_to timezone category brand event_name order_by row_limit
+-- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
-    SELECT context_product_brand AS brand,
-           count(DISTINCT context_product_id) AS products,
-           count(*) FILTER (WHERE event_name = 'product_view') AS views,
-           count(*) FILTER (WHERE event_name = 'add_to_cart') AS add_to_carts,
-           count(*) FILTER (WHERE event_name = 'purchase') AS purchases,
-           coalesce(sum(coalesce(context_product_discount_price, context_product_price))
-               FILTER (WHERE event_name = 'purchase'), 0) AS revenue
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND ($6::text = '' OR event_name = $6::text)
-      AND context_product_brand IS NOT NULL
-    GROUP BY context_product_brand
+    SELECT p.brand AS brand,
+           count(DISTINCT p.product_id) FILTER (WHERE CASE $6::text
+                   WHEN '' THEN p.events
+                   WHEN 'product_view' THEN p.views
+                   WHEN 'add_to_cart' THEN p.add_to_carts
+                   WHEN 'begin_checkout' THEN p.checkouts
+                   WHEN 'purchase' THEN p.purchases
+                   ELSE 0
+               END > 0) AS products,
+           CASE WHEN $6::text IN ('', 'product_view') THEN sum(p.views) ELSE 0 END::bigint AS views,
+           CASE WHEN $6::text IN ('', 'add_to_cart') THEN sum(p.add_to_carts) ELSE 0 END::bigint AS add_to_carts,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.purchases) ELSE 0 END::bigint AS purchases,
+           CASE WHEN $6::text IN ('', 'purchase') THEN sum(p.revenue) ELSE 0 END AS revenue
+    FROM dash_product_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = '' OR p.category = $4::text)
+      AND ($5::text = '' OR p.brand = $5::text)
+      AND p.brand <> ''
+    GROUP BY p.brand
+    HAVING sum(CASE $6::text
+                   WHEN '' THEN p.events
+                   WHEN 'product_view' THEN p.views
+                   WHEN 'add_to_cart' THEN p.add_to_carts
+                   WHEN 'begin_checkout' THEN p.checkouts
+                   WHEN 'purchase' THEN p.purchases
+                   ELSE 0
+               END) > 0
 ) AS t
 ORDER BY CASE $7::text
              WHEN 'views' THEN t.views::numeric
@@ -174,64 +201,53 @@ LIMIT $8::integer;
 
 -- name: identity
 -- params: date_from date_to timezone category brand event_name
-SELECT coalesce(user_login_state, 'unknown') AS login_state,
-       coalesce(identity_source, 'unknown') AS identity_source,
-       count(*) AS events,
-       count(DISTINCT session_id) AS sessions,
-       count(DISTINCT coalesce('u:' || user_id, 'c:' || client_id)) AS users
-FROM clickstream_events
-WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-  AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-  AND ($4::text = '' OR context_product_category = $4::text)
-  AND ($5::text = '' OR context_product_brand = $5::text)
-  AND ($6::text = '' OR event_name = $6::text)
+SELECT coalesce(nullif(c.login_state, ''), 'unknown') AS login_state,
+       coalesce(nullif(c.identity_source, ''), 'unknown') AS identity_source,
+       sum(c.events)::bigint AS events,
+       coalesce(round(hll_cardinality(hll_union_agg(c.sessions))), 0)::bigint AS sessions,
+       coalesce(round(hll_cardinality(hll_union_agg(c.users))), 0)::bigint AS users
+FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
+  AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
+  AND ($6::text = '' OR c.event_name = $6::text)
 GROUP BY 1, 2
 ORDER BY events DESC, 1, 2;
 
 -- name: new_vs_returning
 -- params: date_from date_to timezone category brand event_name
 -- A visitor (client) is new when any of its events in the period is flagged is_first_visit.
-SELECT CASE WHEN c.is_new THEN 'new' ELSE 'returning' END AS visitor_type,
-       count(*) AS visitors,
-       sum(c.sessions) AS sessions,
-       sum(c.events) AS events
+SELECT v.visitor_type, v.visitors
 FROM (
-    SELECT client_id,
-           coalesce(bool_or(is_first_visit), false) AS is_new,
-           count(DISTINCT session_id) AS sessions,
-           count(*) AS events
-    FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND ($4::text = '' OR context_product_category = $4::text)
-      AND ($5::text = '' OR context_product_brand = $5::text)
-      AND ($6::text = '' OR event_name = $6::text)
-    GROUP BY client_id
-) AS c
-GROUP BY 1
+    SELECT coalesce(round(hll_cardinality(hll_union_agg(c.first_visit_clients))), 0)::bigint AS new_visitors,
+           coalesce(round(hll_cardinality(hll_union_agg(c.clients))), 0)::bigint AS visitors
+    FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
+      AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
+      AND ($6::text = '' OR c.event_name = $6::text)
+) AS t
+CROSS JOIN LATERAL (VALUES
+    ('new', t.new_visitors),
+    ('returning', greatest(t.visitors - t.new_visitors, 0))
+) AS v (visitor_type, visitors)
+WHERE v.visitors > 0
 ORDER BY 1;
 
 -- name: filter_choices
 -- params: date_from date_to timezone
 -- The values the category / brand / event-name filters offer: those present in the period.
 SELECT 'category' AS kind, v AS value FROM (
-    SELECT DISTINCT context_product_category AS v FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND context_product_category IS NOT NULL
+    SELECT DISTINCT c.category AS v FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.category <> '' AND c.brand IS NULL
 ) AS c
 UNION ALL
 SELECT 'brand', v FROM (
-    SELECT DISTINCT context_product_brand AS v FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
-      AND context_product_brand IS NOT NULL
+    SELECT DISTINCT c.brand AS v FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.brand <> '' AND c.category IS NULL
 ) AS b
 UNION ALL
 SELECT 'event_name', v FROM (
-    SELECT DISTINCT event_name AS v FROM clickstream_events
-    WHERE event_timestamp >= ($1::date)::timestamp AT TIME ZONE $3::text
-      AND event_timestamp < ($2::date + 1)::timestamp AT TIME ZONE $3::text
+    SELECT DISTINCT c.event_name AS v FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.category IS NULL AND c.brand IS NULL
 ) AS e
 ORDER BY 1, 2;
 
