@@ -213,14 +213,30 @@ def kpis(events: list[dict], f: Filters) -> dict[str, float]:
 
 
 def funnel(events: list[dict], f: Filters) -> list[int]:
-    steps: dict[str, set[str]] = defaultdict(set)
+    """Sessions per step: a step-k event in the period (and category/brand) counts when its session
+    reached step k-1 at or before it, in time order, with any product at any time."""
+    reached: dict[str, list[datetime | None]] = defaultdict(lambda: [None] * len(FUNNEL))
+    for e in sorted(events, key=lambda e: e["event_timestamp"]):
+        if e["event_name"] not in FUNNEL:
+            continue
+        k = FUNNEL.index(e["event_name"])
+        steps = reached[e["session_id"]]
+        if steps[k] is None and (k == 0 or steps[k - 1] is not None):
+            steps[k] = e["event_timestamp"]
+    counted: list[set[str]] = [set() for _ in FUNNEL]
     for e in select(events, f, use_event_name=False):
-        if e["event_name"] in FUNNEL:
-            steps[e["session_id"]].add(e["event_name"])
-    return [sum(all(s in names for s in FUNNEL[: k + 1]) for names in steps.values()) for k in range(4)]
+        if e["event_name"] not in FUNNEL:
+            continue
+        k = FUNNEL.index(e["event_name"])
+        before = reached[e["session_id"]][k - 1] if k else e["event_timestamp"]
+        if before is not None and e["event_timestamp"] >= before:
+            counted[k].add(e["session_id"])
+    return [len(sessions) for sessions in counted]
 
 
 def top(events: list[dict], f: Filters, key: str, order_by: str, limit: int) -> list[dict]:
+    if f.event_name and f.event_name not in FUNNEL:
+        return []  # the top lists rank commerce events only
     groups: dict[str, dict[str, Any]] = {}
     for e in select(events, f):
         k = e[key]

@@ -114,6 +114,13 @@ DECLARE
     cube CONSTANT text := '1, 2, 5, 6, GROUPING SETS ('
         '(coalesce(e.context_product_category, ''''), coalesce(e.context_product_brand, '''')), '
         '(coalesce(e.context_product_category, '''')), (coalesce(e.context_product_brand, '''')), ())';
+    funnel_names CONSTANT text := $$('product_view', 'add_to_cart', 'begin_checkout', 'purchase')$$;
+    -- The funnel events of the sessions in `source` (all of them for a rebuild).
+    funnel_events CONSTANT text := CASE WHEN source = 'public.clickstream_events'
+        THEN format('SELECT * FROM public.clickstream_events WHERE event_name IN %s', funnel_names)
+        ELSE format('SELECT e.* FROM public.clickstream_events AS e WHERE e.event_name IN %1$s AND e.session_id IN '
+                    '(SELECT DISTINCT n.session_id FROM %2$s AS n WHERE n.event_name IN %1$s)', funnel_names, source)
+    END;
     stmts text[] := ARRAY[]::text[];
     i int;
 BEGIN
@@ -176,32 +183,29 @@ BEGIN
             $q$, source, grains[i][2], grains[i][1]);
 
         -- Funnel: re-evaluate every funnel event of the sessions the new rows touch (their other
-        -- events may have arrived earlier or may be these very rows).
+        -- events may have arrived earlier or may be these very rows). One sort per session:
+        -- r1 = first view, r2 = first cart at/after r1, r3 = first checkout at/after r2.
         stmts := stmts || format($q$
-            WITH touched AS (
-                SELECT DISTINCT session_id FROM %1$s
-                WHERE event_name IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
-            ), ev AS (
-                SELECT e.* FROM public.clickstream_events AS e JOIN touched USING (session_id)
-                WHERE e.event_name IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
-            ), r1 AS (
-                SELECT session_id, min(event_timestamp) AS t FROM ev
-                WHERE event_name = 'product_view' GROUP BY session_id
-            ), r2 AS (
-                SELECT ev.session_id, min(ev.event_timestamp) AS t FROM ev JOIN r1 USING (session_id)
-                WHERE ev.event_name = 'add_to_cart' AND ev.event_timestamp >= r1.t GROUP BY ev.session_id
-            ), r3 AS (
-                SELECT ev.session_id, min(ev.event_timestamp) AS t FROM ev JOIN r2 USING (session_id)
-                WHERE ev.event_name = 'begin_checkout' AND ev.event_timestamp >= r2.t GROUP BY ev.session_id
+            WITH ev AS (
+                %5$s
+            ), a AS (
+                SELECT ev.*, min(ev.event_timestamp) FILTER (WHERE ev.event_name = 'product_view')
+                           OVER (PARTITION BY ev.session_id) AS r1
+                FROM ev
+            ), b AS (
+                SELECT a.*, min(a.event_timestamp) FILTER (WHERE a.event_name = 'add_to_cart' AND a.event_timestamp >= a.r1)
+                           OVER (PARTITION BY a.session_id) AS r2
+                FROM a
+            ), c AS (
+                SELECT b.*, min(b.event_timestamp) FILTER (WHERE b.event_name = 'begin_checkout' AND b.event_timestamp >= b.r2)
+                           OVER (PARTITION BY b.session_id) AS r3
+                FROM b
             ), reached AS (
-                SELECT ev.* FROM ev
-                LEFT JOIN r1 ON r1.session_id = ev.session_id
-                LEFT JOIN r2 ON r2.session_id = ev.session_id
-                LEFT JOIN r3 ON r3.session_id = ev.session_id
-                WHERE ev.event_name = 'product_view'
-                   OR (ev.event_name = 'add_to_cart' AND ev.event_timestamp >= r1.t)
-                   OR (ev.event_name = 'begin_checkout' AND ev.event_timestamp >= r2.t)
-                   OR (ev.event_name = 'purchase' AND ev.event_timestamp >= r3.t)
+                SELECT * FROM c
+                WHERE c.event_name = 'product_view'
+                   OR (c.event_name = 'add_to_cart' AND c.event_timestamp >= c.r1)
+                   OR (c.event_name = 'begin_checkout' AND c.event_timestamp >= c.r2)
+                   OR (c.event_name = 'purchase' AND c.event_timestamp >= c.r3)
             )
             INSERT INTO public.dash_%2$s AS d
             SELECT date_bin(%3$L, e.event_timestamp, timestamptz '2000-01-01 00:00:00+00'), e.event_name,
@@ -211,10 +215,10 @@ BEGIN
                    hll_empty(%4$s), hll_empty(%4$s),
                    hll_add_agg(hll_hash_text(e.session_id), %4$s)
             FROM reached AS e
-            GROUP BY %5$s
+            GROUP BY %6$s
             ON CONFLICT (bucket, event_name, category, brand, login_state, identity_source) DO UPDATE SET
                 funnel_sessions = hll_union(d.funnel_sessions, EXCLUDED.funnel_sessions)
-            $q$, source, grains[i][2], grains[i][1], sketch, cube);
+            $q$, source, grains[i][2], grains[i][1], sketch, funnel_events, cube);
     END LOOP;
     RETURN stmts;
 END

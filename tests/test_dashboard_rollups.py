@@ -1,0 +1,141 @@
+"""The dashboard rollups of migration V005 on a real PostgreSQL 15: kept by the insert trigger in
+any load order, equal to a rebuild from the events, invisible to the ETL's role, and honest about
+when a distinct count is an estimate."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+import psycopg2.extras
+import pytest
+from psycopg2 import errors
+
+from benchmarks.bench_dashboard import load_queries, to_psycopg
+from tests import dashboard_support as ds
+from tests.fixtures.postgres import PgDatabase
+
+ANCHOR = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+SKETCHES = (
+    "sessions",
+    "users",
+    "logged_in_users",
+    "guest_visitors",
+    "first_visit_clients",
+    "clients",
+    "funnel_sessions",
+)
+SNAPSHOT = {
+    "dash_hourly": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
+    + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
+    "dash_daily": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
+    + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
+    "dash_product_hourly": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
+    "checkouts, purchases, revenue",
+    "dash_product_daily": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
+    "checkouts, purchases, revenue",
+}
+
+
+def _snapshot(db: PgDatabase) -> dict[str, list[tuple]]:
+    return {
+        table: db.query(f"SELECT {cols} FROM {table} ORDER BY 1, 2, 3, 4, 5, 6")
+        for table, cols in SNAPSHOT.items()
+    }
+
+
+def _insert_as_writer(db: PgDatabase, events: list[dict]) -> int:
+    """What the ETL does: INSERT ... ON CONFLICT DO NOTHING as sbw_etl; returns rows inserted."""
+    conn = db.connect(db.etl, autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cols = ", ".join(ds.COLUMNS)
+            psycopg2.extras.execute_values(
+                cur,
+                f"INSERT INTO clickstream_events ({cols}) VALUES %s ON CONFLICT DO NOTHING",
+                [tuple(e[c] for c in ds.COLUMNS) for e in events],
+                page_size=len(events),  # one statement, so rowcount is the whole insert's
+            )
+            inserted = cur.rowcount
+        conn.commit()
+        return inserted
+    finally:
+        conn.close()
+
+
+def _kpis(db: PgDatabase, f: ds.Filters) -> dict:
+    sql, names = to_psycopg(load_queries()["kpis"])
+    conn = db.connect(db.dashboard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, [f.as_r()[n] for n in names])
+            return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
+    finally:
+        conn.close()
+
+
+def test_rollups_kept_by_the_trigger_in_any_order_equal_a_rebuild(dw_db: PgDatabase) -> None:
+    events = ds.make_events(ANCHOR, seed=5, sessions=120)
+    shuffled = events[:]
+    random.Random(1).shuffle(shuffled)  # sessions arrive in pieces, later steps before earlier ones
+    chunks = [shuffled[i::6] for i in range(6)]
+    inserted = sum(_insert_as_writer(dw_db, chunk) for chunk in chunks)
+    assert inserted == len(events)
+    assert _insert_as_writer(dw_db, chunks[2]) == 0  # duplicates: nothing inserted, nothing counted twice
+
+    incremental = _snapshot(dw_db)
+    assert incremental["dash_daily"] and incremental["dash_product_hourly"]
+    dw_db.query("SELECT dash_rollup_rebuild()")
+    assert _snapshot(dw_db) == incremental
+
+    f = ds.Filters(ANCHOR.date() - timedelta(days=6), ANCHOR.date(), "Asia/Singapore")
+    got = _kpis(dw_db, f)
+    want = ds.kpis(events, f)
+    assert {k: float(got[k]) for k in want} == pytest.approx(want)
+    assert got["estimated"] is False
+
+
+def test_rollups_are_hidden_from_the_etl_role_and_read_only_for_the_dashboard(dw_db: PgDatabase) -> None:
+    writer = dw_db.connect(dw_db.etl)
+    reader = dw_db.connect(dw_db.dashboard)
+    try:
+        for sql in (
+            "SELECT count(*) FROM dash_hourly",
+            "SELECT count(*) FROM dash_product_daily",
+            "SELECT dash_rollup_rebuild()",
+            "SELECT count(*) FROM dash_cells(now() - interval '1 day', now())",
+            "UPDATE dash_daily SET events = 0",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege), writer.cursor() as cur:
+                cur.execute(sql)
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM dash_cells(now() - interval '1 day', now())")
+            assert cur.fetchone()[0] == 0
+        for sql in ("SELECT dash_rollup_rebuild()", "DELETE FROM dash_hourly", "TRUNCATE dash_daily"):
+            with pytest.raises(errors.InsufficientPrivilege), reader.cursor() as cur:
+                cur.execute(sql)
+    finally:
+        writer.close()
+        reader.close()
+
+
+@pytest.mark.parametrize(("sessions", "estimated"), [(8000, False), (30000, True)])
+def test_distinct_counts_are_exact_up_to_8192_then_close_estimates(
+    dw_db: PgDatabase, sessions: int, estimated: bool
+) -> None:
+    dw_db.query(
+        "INSERT INTO clickstream_events "
+        "(event_id, event_timestamp, event_name, client_id, session_id, source_key) "
+        "SELECT gen_random_uuid(), %s::timestamptz + make_interval(secs => i), 'page_view', "
+        "'c' || (i %% 5000), 's' || i, 'k' FROM generate_series(1, %s) AS i",
+        (ANCHOR - timedelta(days=1), sessions),
+    )
+    got = _kpis(dw_db, ds.Filters(ANCHOR.date() - timedelta(days=2), ANCHOR.date()))
+    assert got["events"] == sessions
+    assert got["users"] == 5000  # below the exact range
+    assert got["estimated"] is estimated
+    if estimated:
+        assert got["sessions"] == pytest.approx(sessions, rel=0.05)
+    else:
+        assert got["sessions"] == sessions
