@@ -142,10 +142,12 @@ dashboard_server <- function(input, output, session) {
     force(id)
     shiny::renderText({
       k <- need_result(kpis(), short = TRUE)
+      # Distinct counts beyond the sketches' exact range are HyperLogLog estimates (sql/dashboard.sql).
+      approx <- if (id %in% SBW_DISTINCT_KPIS && isTRUE(k$estimated == 1)) "\u2248 " else ""
       switch(id,
-        conversion_rate = fmt_pct(k$conversion_rate),
+        conversion_rate = paste0(approx, fmt_pct(k$conversion_rate)),
         revenue = fmt_money(k$revenue),
-        fmt_int(k[[id]])
+        paste0(approx, fmt_int(k[[id]]))
       )
     })
   }

@@ -7,6 +7,8 @@ SBW_KPIS <- c(
   add_to_carts = "Add-to-carts", purchases = "Purchases", conversion_rate = "Conversion rate",
   revenue = "Revenue"
 )
+# KPIs that are distinct counts: shown with a leading "≈" when the query says they are estimates.
+SBW_DISTINCT_KPIS <- c("sessions", "users", "logged_in_users", "guest_visitors", "first_visits", "conversion_rate")
 
 SBW_TIMEZONES <- c("UTC", "Asia/Singapore", "Asia/Ho_Chi_Minh", "Asia/Tokyo", "Australia/Sydney",
                    "Europe/London", "Europe/Paris", "America/New_York", "America/Los_Angeles")
@@ -63,7 +65,12 @@ dashboard_ui <- function(timezone = getOption("sbw.timezone", "UTC")) {
                            c("Views" = "views", "Add-to-carts" = "add_to_carts", "Purchases" = "purchases",
                              "Revenue" = "revenue")),
         shiny::actionButton("refresh", "Refresh"),
-        shiny::helpText("Days and hours are counted in the chosen timezone. The funnel ignores the event-name filter.")
+        shiny::helpText(
+          "Days and hours are counted in the chosen timezone.",
+          "The funnel counts sessions reaching each step in order (view, cart, checkout, purchase);",
+          "it ignores the event-name filter.",
+          "Unique counts (sessions, users, visitors) are exact up to 8,192 and estimated (\u2248, about 1.6 %) above."
+        )
       ),
       shiny::mainPanel(
         width = 9,
