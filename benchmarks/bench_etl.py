@@ -4,6 +4,7 @@
   / plain COPY of the same rows into an identical table (same indexes)        goal >= 0.75
 - S3 calls of a run with nothing new, 1,000 vs 100,000 stored objects          goal equal, <= 3
 - objects/s with 20 ms per S3 request (in-process fake S3), and / 0 ms         goal >= 1,000 obj/s
+- rollup refresh at the end of a run (dashboard rollups, V005) rows/s / plain COPY (no goal: printed)
 - peak RSS of an ETL process loading 100,000 objects                           goal < 256 MiB
 - dashboard queries without / with the V003 indexes (the indexes' justification)
 
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from sbw_clickstream.etl import run_etl
+from sbw_clickstream.etl import ROLLUP_CHUNK_ROWS, run_etl
 from sbw_clickstream.etl_config import EtlConfig
 from sbw_clickstream.etl_listing import ObjectRef
 from sbw_clickstream.etl_load import Warehouse
@@ -194,8 +195,9 @@ def _plain_copy_seconds(bench: Bench, data: bytes) -> tuple[float, float]:
         bench.server.drop_database(db)
 
 
-def _load_path_seconds(bench: Bench, results: list[Any], rows: int) -> tuple[float, float]:
-    """(wall seconds, server backend CPU seconds) of the ETL's load path over the same rows."""
+def _load_path_seconds(bench: Bench, results: list[Any], rows: int) -> tuple[float, float, float]:
+    """(wall seconds, server backend CPU seconds) of the ETL's load path over the same rows, and the
+    wall seconds of the run's last step: folding them into the dashboard rollups (V005)."""
     db = bench.fresh()
     config = bench.config(db)
     warehouse = Warehouse(connector(config), RetryPolicy(0))
@@ -213,11 +215,15 @@ def _load_path_seconds(bench: Bench, results: list[Any], rows: int) -> tuple[flo
     if batch:
         warehouse.load_batch(batch, "events/", batch[-1].ref.key, 1)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds(pid) - cpu
+    refresh_started = time.perf_counter()
+    while warehouse.refresh_rollups(ROLLUP_CHUNK_ROWS) == ROLLUP_CHUNK_ROWS:
+        pass
+    refresh = time.perf_counter() - refresh_started
     warehouse.close()
     loaded = bench.server.execute("SELECT count(*) FROM clickstream_events", dbname=db)[0][0]
     bench.server.drop_database(db)
     assert loaded == rows
-    return seconds, cpu
+    return seconds, cpu, refresh
 
 
 def _load_vs_copy(bench: Bench, objects: int = 10_000, rounds: int = 3) -> None:
@@ -238,6 +244,11 @@ def _load_vs_copy(bench: Bench, objects: int = 10_000, rounds: int = 3) -> None:
         f"+ bookkeeping, ETL batches) / plain COPY into an identical table {copy_rate:,.0f} rows/s "
         f"= {load_rate / copy_rate:.2f} (goal >= 0.75; best of {rounds}); per server CPU second: "
         f"{cpu_ratio:.2f}"
+    )
+    refresh_rate = rows / min(x[2] for x in loads)
+    print(
+        f"rollup refresh (end of run, dash_rollup_refresh): {refresh_rate:,.0f} rows/s "
+        f"/ plain COPY {copy_rate:,.0f} rows/s = {refresh_rate / copy_rate:.2f} (best of {rounds})"
     )
 
 

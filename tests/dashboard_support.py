@@ -136,12 +136,15 @@ def make_events(anchor: datetime, seed: int = 7, sessions: int = 80, spread_days
 
 
 def load_events(conn: Any, events: list[dict]) -> None:
-    """Insert the events (as the superuser connection given)."""
+    """Insert the events (as the superuser connection given) and fold them into the dashboard's
+    rollups, as the ETL does at the end of a run (migration V005)."""
     rows = [tuple(e[c] for c in COLUMNS) for e in events]
     with conn.cursor() as cur:
         execute_values(
             cur, f"INSERT INTO clickstream_events ({', '.join(COLUMNS)}) VALUES %s", rows, page_size=1000
         )
+        cur.execute("SELECT dash_rollup_refresh(%s)", (len(rows) + 1,))
+        assert cur.fetchone()[0] == len(rows)
 
 
 # ---------------------------------------------------------------- the oracle

@@ -1,6 +1,6 @@
-"""The dashboard rollups of migration V005 on a real PostgreSQL 15: kept by the insert trigger in
-any load order, equal to a rebuild from the events, invisible to the ETL's role, and honest about
-when a distinct count is an estimate."""
+"""The dashboard rollups of migration V005 on a real PostgreSQL 15: queued by the insert trigger,
+folded in by dash_rollup_refresh() in any load order, equal to a rebuild from the events, closed to
+the ETL's role except for the refresh, and honest about when a distinct count is an estimate."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def _snapshot(db: PgDatabase) -> dict[str, list[tuple]]:
     }
 
 
-def _insert_as_writer(db: PgDatabase, events: list[dict]) -> int:
-    """What the ETL does: INSERT ... ON CONFLICT DO NOTHING as sbw_etl; returns rows inserted."""
+def _insert_as_writer(db: PgDatabase, events: list[dict], refresh_rows: int = 1_000_000) -> int:
+    """What the ETL does: INSERT ... ON CONFLICT DO NOTHING as sbw_etl, then (its own transaction)
+    dash_rollup_refresh(refresh_rows); returns rows inserted."""
     conn = db.connect(db.etl, autocommit=False)
     try:
         with conn.cursor() as cur:
@@ -58,6 +59,10 @@ def _insert_as_writer(db: PgDatabase, events: list[dict]) -> int:
                 page_size=len(events),  # one statement, so rowcount is the whole insert's
             )
             inserted = cur.rowcount
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SELECT dash_rollup_refresh(%s)", (refresh_rows,))
+            assert cur.fetchone()[0] == min(inserted, refresh_rows)
         conn.commit()
         return inserted
     finally:
@@ -80,8 +85,11 @@ def test_rollups_kept_by_the_trigger_in_any_order_equal_a_rebuild(dw_db: PgDatab
     shuffled = events[:]
     random.Random(1).shuffle(shuffled)  # sessions arrive in pieces, later steps before earlier ones
     chunks = [shuffled[i::6] for i in range(6)]
-    inserted = sum(_insert_as_writer(dw_db, chunk) for chunk in chunks)
+    inserted = sum(_insert_as_writer(dw_db, chunk, refresh_rows=40) for chunk in chunks)
     assert inserted == len(events)
+    pending = dw_db.query("SELECT count(*) FROM dash_pending")[0][0]
+    assert pending == len(events) - 6 * 40  # each refresh took 40; the rest waits for the next one
+    assert dw_db.query("SELECT dash_rollup_refresh(100000)")[0][0] == pending
     assert _insert_as_writer(dw_db, chunks[2]) == 0  # duplicates: nothing inserted, nothing counted twice
 
     incremental = _snapshot(dw_db)
@@ -106,13 +114,25 @@ def test_rollups_are_hidden_from_the_etl_role_and_read_only_for_the_dashboard(dw
             "SELECT dash_rollup_rebuild()",
             "SELECT count(*) FROM dash_cells(now() - interval '1 day', now())",
             "UPDATE dash_daily SET events = 0",
+            "SELECT count(*) FROM dash_pending",
+            "DELETE FROM dash_pending",
         ):
             with pytest.raises(errors.InsufficientPrivilege), writer.cursor() as cur:
                 cur.execute(sql)
+        with writer.cursor() as cur:
+            cur.execute("SELECT dash_rollup_refresh(10)")
+            assert cur.fetchone()[0] == 0
+            with pytest.raises(errors.RaiseException, match="max_rows must be a positive integer"):
+                cur.execute("SELECT dash_rollup_refresh(0)")
         with reader.cursor() as cur:
             cur.execute("SELECT count(*) FROM dash_cells(now() - interval '1 day', now())")
             assert cur.fetchone()[0] == 0
-        for sql in ("SELECT dash_rollup_rebuild()", "DELETE FROM dash_hourly", "TRUNCATE dash_daily"):
+        for sql in (
+            "SELECT dash_rollup_rebuild()",
+            "SELECT dash_rollup_refresh(10)",
+            "DELETE FROM dash_hourly",
+            "TRUNCATE dash_daily",
+        ):
             with pytest.raises(errors.InsufficientPrivilege), reader.cursor() as cur:
                 cur.execute(sql)
     finally:
@@ -131,6 +151,8 @@ def test_distinct_counts_are_exact_up_to_8192_then_close_estimates(
         "'c' || (i %% 5000), 's' || i, 'k' FROM generate_series(1, %s) AS i",
         (ANCHOR - timedelta(days=1), sessions),
     )
+    assert _kpis(dw_db, ds.Filters(ANCHOR.date() - timedelta(days=2), ANCHOR.date()))["events"] == 0  # queued
+    assert dw_db.query("SELECT dash_rollup_refresh(100000)")[0][0] == sessions
     got = _kpis(dw_db, ds.Filters(ANCHOR.date() - timedelta(days=2), ANCHOR.date()))
     assert got["events"] == sessions
     assert got["users"] == 5000  # below the exact range

@@ -68,6 +68,12 @@ def test_happy_path_then_rerun_loads_nothing(dw_db: PgDatabase, source: Source, 
     assert set(_objects(dw_db)) == set(keys)
     run = dw_db.query("SELECT status, objects_loaded, rows_inserted, finished_at IS NOT NULL FROM etl_runs")
     assert run == [("succeeded", 24, 72, True)]
+    # The run ends by folding what it loaded into the dashboard's rollups (migration V005).
+    assert summary["rollup_rows"] == 72
+    assert dw_db.query(
+        "SELECT count(*), (SELECT sum(events) FROM dash_daily WHERE category IS NULL "
+        "AND brand IS NULL) FROM dash_pending"
+    ) == [(0, 72)]
     loaded_at = dw_db.query(
         "SELECT count(*) FROM clickstream_events WHERE loaded_at > now() - interval '1 hour'"
     )

@@ -9,6 +9,9 @@ list from watermark minus look-back (or the backfill range), skip objects alread
 each batch carries its rows, its objects' bookkeeping and the new watermark in one transaction.
 Before each page and each object the remaining Lambda time is checked: below the margin the run
 commits what it has read and stops ("partial"); the next run continues from the watermark.
+Last, the run folds the events queued since the last refresh into the dashboard's rollups
+(`dash_rollup_refresh`, migration V005), in chunks while time remains; what is left stays queued
+for the next run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from sbw_clickstream.etl_read import ObjectResult, read_in_order, read_object
 from sbw_clickstream.etl_retry import EtlError, RetryPolicy, call_with_retries
 
 MAX_REPORTED_QUARANTINES = 20
+# Queued events folded into the dashboard rollups per transaction (a few seconds of work each).
+ROLLUP_CHUNK_ROWS = 100_000
 
 
 @dataclass
@@ -58,6 +63,7 @@ class RunSummary:
     start_after: str | None = None
     watermark: str | None = None
     stopped_early: bool = False
+    rollup_rows: int = 0
     duration_ms: int = 0
     quarantined: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
@@ -115,6 +121,7 @@ def run_etl(
             summary.watermark = watermark
         summary.start_after = plan.start_after
         _run(config, s3, warehouse, plan, summary, policy_s3, remaining_ms)
+        _refresh_rollups(config, warehouse, summary, remaining_ms)
         summary.status = "partial" if summary.stopped_early else "succeeded"
         summary.duration_ms = int((time.monotonic() - started) * 1000)
         warehouse.finish_run(summary.run_id, summary.status, summary.as_dict())
@@ -129,6 +136,22 @@ def run_etl(
         raise
     finally:
         warehouse.close()
+
+
+def _refresh_rollups(
+    config: EtlConfig, warehouse: Warehouse, summary: RunSummary, remaining_ms: Callable[[], int] | None
+) -> None:
+    """Fold queued events into the dashboard rollups, chunk by chunk, until the queue is empty or
+    the deadline margin is reached (then the run is "partial" and the next run goes on)."""
+    margin_ms = config.deadline_margin_seconds * 1000
+    while True:
+        if remaining_ms is not None and remaining_ms() < margin_ms:
+            summary.stopped_early = True
+            return
+        taken = warehouse.refresh_rollups(ROLLUP_CHUNK_ROWS)
+        summary.rollup_rows += taken
+        if taken < ROLLUP_CHUNK_ROWS:
+            return
 
 
 def _record_failure(warehouse: Warehouse, summary: RunSummary) -> None:

@@ -244,6 +244,18 @@ class Warehouse:
 
         self._with_retries("record the run's outcome", finish)
 
+    def refresh_rollups(self, max_rows: int) -> int:
+        """Fold up to `max_rows` queued events into the dashboard rollups (one transaction)."""
+
+        def refresh() -> int:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT public.dash_rollup_refresh(%s)", (max_rows,))
+                taken = int(cur.fetchone()[0])
+            self._conn.commit()
+            return taken
+
+        return self._with_retries("refresh the dashboard rollups", refresh)
+
     # -- loading ----------------------------------------------------------------------------
     def load_batch(
         self, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int

@@ -12,12 +12,17 @@
 -- estimate with ~1.6 % standard error (log2m 12). Sketches of the same shape merge (hll_union),
 -- which is what makes a distinct count over any period cheap.
 --
--- Kept by ONE statement-level trigger on clickstream_events that sees only the rows really
--- inserted (a transition table: ON CONFLICT DO NOTHING duplicates are not in it), in the same
--- transaction as the load, so the rollups never disagree with the events they summarise. The
--- trigger function is SECURITY DEFINER: the ETL's role gains no privilege on the rollups and still
--- cannot read events. dash_rollup_rebuild() recomputes everything (end of this migration, and for
--- operators after a bulk load with the trigger disabled).
+-- Kept in two steps, so that the exactly-once load stays as fast as a COPY and the aggregation is
+-- amortised over a whole ETL run instead of paid per batch:
+--   1. a statement-level trigger on clickstream_events queues the ids of the rows really inserted
+--      (its transition table: ON CONFLICT DO NOTHING duplicates are not in it) in dash_pending, in
+--      the load's own transaction;
+--   2. dash_rollup_refresh(max_rows) folds queued events into the rollups and removes them from the
+--      queue in ONE transaction (a crash leaves them queued; nothing is counted twice). SBW_Lamda_ETL
+--      calls it at the end of every run; anyone else who inserts events calls it too.
+-- Both functions are SECURITY DEFINER: the ETL's role may run them but gains no privilege on the
+-- rollups or the queue and still cannot read events. dash_rollup_rebuild() recomputes everything
+-- (end of this migration, and for the owner after a bulk load with the trigger disabled).
 --
 -- Funnel: a step-k event counts when the session had reached step k-1 before it (product_view ->
 -- add_to_cart -> begin_checkout -> purchase, in time order, any product, any time); the step is
@@ -64,6 +69,9 @@ CREATE TABLE public.dash_product_hourly (
     PRIMARY KEY (bucket, product_id, category, brand)
 );
 CREATE TABLE public.dash_product_daily (LIKE public.dash_product_hourly INCLUDING ALL);
+
+-- Events inserted but not yet in the rollups (append-only queue; no index: it is read whole).
+CREATE TABLE public.dash_pending (event_id uuid NOT NULL);
 
 COMMENT ON TABLE public.dash_hourly IS
     'Dashboard rollup per UTC hour, kept by trigger dash_rollup on clickstream_events (V005).';
@@ -226,12 +234,8 @@ $fn$;
 
 CREATE FUNCTION public.dash_rollup() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
-DECLARE
-    stmt text;
 BEGIN
-    FOREACH stmt IN ARRAY public.dash_rollup_statements('new_events') LOOP
-        EXECUTE stmt;
-    END LOOP;
+    INSERT INTO public.dash_pending (event_id) SELECT event_id FROM new_events;
     RETURN NULL;
 END
 $fn$;
@@ -241,13 +245,48 @@ CREATE TRIGGER dash_rollup
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION public.dash_rollup();
 
--- Recompute every rollup from the events (owner only).
+-- Fold up to max_rows queued events into the rollups; returns how many it took (0: nothing queued).
+-- Serialised by a transaction-level advisory lock, so concurrent callers queue up behind each other.
+CREATE FUNCTION public.dash_rollup_refresh(max_rows integer DEFAULT 100000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET client_min_messages = warning AS $fn$
+DECLARE
+    stmt text;
+    taken bigint;
+BEGIN
+    IF max_rows IS NULL OR max_rows < 1 THEN
+        RAISE EXCEPTION 'dash_rollup_refresh: max_rows must be a positive integer (got %)', max_rows;
+    END IF;
+    PERFORM pg_advisory_xact_lock(1530731121);
+    DROP TABLE IF EXISTS pg_temp.dash_batch;
+    CREATE TEMP TABLE dash_batch (LIKE public.clickstream_events) ON COMMIT DROP;
+    WITH taken_ids AS (
+        DELETE FROM public.dash_pending
+        WHERE ctid IN (SELECT ctid FROM public.dash_pending LIMIT max_rows)
+        RETURNING event_id
+    )
+    INSERT INTO pg_temp.dash_batch
+    SELECT e.* FROM public.clickstream_events AS e WHERE e.event_id IN (SELECT event_id FROM taken_ids);
+    GET DIAGNOSTICS taken = ROW_COUNT;
+    IF taken > 0 THEN
+        ANALYZE pg_temp.dash_batch;
+        FOREACH stmt IN ARRAY public.dash_rollup_statements('pg_temp.dash_batch') LOOP
+            EXECUTE stmt;
+        END LOOP;
+    END IF;
+    DROP TABLE pg_temp.dash_batch;
+    RETURN taken;
+END
+$fn$;
+
+-- Recompute every rollup from the events (owner only); empties the queue.
 CREATE FUNCTION public.dash_rollup_rebuild() RETURNS void
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $fn$
 DECLARE
     stmt text;
 BEGIN
-    TRUNCATE public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily;
+    PERFORM pg_advisory_xact_lock(1530731121);
+    TRUNCATE public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily,
+        public.dash_pending;
     FOREACH stmt IN ARRAY public.dash_rollup_statements('public.clickstream_events') LOOP
         EXECUTE stmt;
     END LOOP;
@@ -256,13 +295,16 @@ $fn$;
 
 SELECT public.dash_rollup_rebuild();
 
--- Reader: the rollups and the two period functions. Writer: nothing (the trigger acts for it).
-REVOKE ALL ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily
-    FROM PUBLIC;
+-- Reader: the rollups and the two period functions. Writer: dash_rollup_refresh() only (the
+-- trigger and the refresh act for it with their owner's rights).
+REVOKE ALL ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily,
+    public.dash_pending FROM PUBLIC;
 GRANT SELECT ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily
     TO clickstream_reader;
 REVOKE ALL ON FUNCTION public.dash_rollup(), public.dash_rollup_rebuild(), public.dash_rollup_statements(text),
+    public.dash_rollup_refresh(integer),
     public.dash_cells(timestamptz, timestamptz), public.dash_product_cells(timestamptz, timestamptz)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.dash_cells(timestamptz, timestamptz),
     public.dash_product_cells(timestamptz, timestamptz) TO clickstream_reader;
+GRANT EXECUTE ON FUNCTION public.dash_rollup_refresh(integer) TO clickstream_writer;
