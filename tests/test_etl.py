@@ -352,9 +352,14 @@ def test_budget_stops_before_the_deadline_and_the_next_run_continues(
     assert 0 < len(loaded) < 40 and loaded == keys[: len(loaded)]
     assert _watermark(dw_db) == loaded[-1]
     assert warehouse_rows(dw_db) == source.expected(loaded)
+    # Out of time: the rollup refresh waits for the next run, the loaded rows stay queued.
+    assert summary["rollup_rows"] == 0
+    assert dw_db.query("SELECT count(*) FROM dash_pending")[0][0] == summary["rows_inserted"] > 0
     rest = run_etl(config, s3_bucket.client, connector(config), remaining_ms=lambda: 300_000)
     assert rest["status"] == "succeeded" and rest["objects_loaded"] == 40 - len(loaded)
     assert warehouse_rows(dw_db) == source.expected()
+    assert rest["rollup_rows"] == summary["rows_inserted"] + rest["rows_inserted"]
+    assert dw_db.query("SELECT count(*) FROM dash_pending")[0][0] == 0
 
 
 class _Context:
