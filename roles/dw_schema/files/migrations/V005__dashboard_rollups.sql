@@ -20,8 +20,8 @@
 --   2. dash_rollup_refresh(max_rows) folds queued events into the rollups and removes them from the
 --      queue in ONE transaction (a crash leaves them queued; nothing is counted twice). SBW_Lamda_ETL
 --      calls it at the end of every run; anyone else who inserts events calls it too.
--- Both functions are SECURITY DEFINER: the ETL's role may run them but gains no privilege on the
--- rollups or the queue and still cannot read events. dash_rollup_rebuild() recomputes everything
+-- Both run as their owner (SECURITY DEFINER): the ETL's role fires the trigger and may call the
+-- refresh, but gains no privilege on the rollups or the queue and still cannot read events. dash_rollup_rebuild() recomputes everything
 -- (end of this migration, and for the owner after a bulk load with the trigger disabled).
 --
 -- Funnel: a step-k event counts when the session had reached step k-1 before it (product_view ->
@@ -74,7 +74,7 @@ CREATE TABLE public.dash_product_daily (LIKE public.dash_product_hourly INCLUDIN
 CREATE TABLE public.dash_pending (event_id uuid NOT NULL);
 
 COMMENT ON TABLE public.dash_hourly IS
-    'Dashboard rollup per UTC hour, kept by trigger dash_rollup on clickstream_events (V005).';
+    'Dashboard rollup per UTC hour: events queued by trigger dash_rollup, folded in by dash_rollup_refresh() (V005).';
 COMMENT ON TABLE public.dash_daily IS 'Same cells as dash_hourly per UTC day.';
 COMMENT ON TABLE public.dash_product_hourly IS 'Per-product commerce counts per UTC hour (V005).';
 COMMENT ON TABLE public.dash_product_daily IS 'Same cells as dash_product_hourly per UTC day.';
