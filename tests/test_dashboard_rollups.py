@@ -69,15 +69,24 @@ def _insert_as_writer(db: PgDatabase, events: list[dict], refresh_rows: int = 1_
         conn.close()
 
 
-def _kpis(db: PgDatabase, f: ds.Filters) -> dict:
-    sql, names = to_psycopg(load_queries()["kpis"])
+def _dashboard_query(db: PgDatabase, name: str, values: dict[str, str]) -> dict:
+    """One row of a dashboard.sql block, run as the dashboard's login."""
+    sql, names = to_psycopg(load_queries()[name])
     conn = db.connect(db.dashboard)
     try:
         with conn.cursor() as cur:
-            cur.execute(sql, [f.as_r()[n] for n in names])
+            cur.execute(sql, [values[n] for n in names])
             return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
     finally:
         conn.close()
+
+
+def _kpis(db: PgDatabase, f: ds.Filters) -> dict:
+    return _dashboard_query(db, "kpis", f.as_r())
+
+
+def _freshness(db: PgDatabase) -> dict:
+    return _dashboard_query(db, "freshness", {"timezone": "UTC"})
 
 
 def test_rollups_kept_by_the_trigger_in_any_order_equal_a_rebuild(dw_db: PgDatabase) -> None:
@@ -132,6 +141,7 @@ def test_rollups_are_hidden_from_the_etl_role_and_read_only_for_the_dashboard(dw
             "SELECT dash_rollup_refresh(10)",
             "DELETE FROM dash_hourly",
             "TRUNCATE dash_daily",
+            "DELETE FROM dash_pending",
         ):
             with pytest.raises(errors.InsufficientPrivilege), reader.cursor() as cur:
                 cur.execute(sql)
@@ -152,7 +162,9 @@ def test_distinct_counts_are_exact_up_to_8192_then_close_estimates(
         (ANCHOR - timedelta(days=1), sessions),
     )
     assert _kpis(dw_db, ds.Filters(ANCHOR.date() - timedelta(days=2), ANCHOR.date()))["events"] == 0  # queued
+    assert _freshness(dw_db)["pending_events"] == sessions  # and the page says so
     assert dw_db.query("SELECT dash_rollup_refresh(100000)")[0][0] == sessions
+    assert _freshness(dw_db)["pending_events"] == 0
     got = _kpis(dw_db, ds.Filters(ANCHOR.date() - timedelta(days=2), ANCHOR.date()))
     assert got["events"] == sessions
     assert got["users"] == 5000  # below the exact range

@@ -295,12 +295,13 @@ $fn$;
 
 SELECT public.dash_rollup_rebuild();
 
--- Reader: the rollups and the two period functions. Writer: dash_rollup_refresh() only (the
+-- Reader: the rollups, the queue (the page says how many events it still lacks) and the two period
+-- functions. Writer: dash_rollup_refresh() only (the
 -- trigger and the refresh act for it with their owner's rights).
 REVOKE ALL ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily,
     public.dash_pending FROM PUBLIC;
-GRANT SELECT ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily
-    TO clickstream_reader;
+GRANT SELECT ON public.dash_hourly, public.dash_daily, public.dash_product_hourly, public.dash_product_daily,
+    public.dash_pending TO clickstream_reader;
 REVOKE ALL ON FUNCTION public.dash_rollup(), public.dash_rollup_rebuild(), public.dash_rollup_statements(text),
     public.dash_rollup_refresh(integer),
     public.dash_cells(timestamptz, timestamptz), public.dash_product_cells(timestamptz, timestamptz)

@@ -137,7 +137,7 @@ query_filter_choices <- function(db, filters) {
 
 query_freshness <- function(db, timezone = "UTC") {
   df <- sbw_run(db, "freshness", list(timezone = timezone))
-  row <- as.list(num_cols(df, c("newest_event_age_s", "last_run_rows", "last_run_age_s"))[1, , drop = FALSE])
+  row <- as.list(num_cols(df, c("newest_event_age_s", "last_run_rows", "last_run_age_s", "pending_events"))[1, , drop = FALSE])
   row$has_data <- !is.na(row$newest_event)
   row
 }

@@ -134,7 +134,11 @@ dashboard_server <- function(input, output, session) {
                   paste("Newest event:", newest)),
       " · ",
       shiny::span(id = "sbw-last-etl-run", class = if (stale(v$last_run_age_s) || !identical(v$last_run_status, "succeeded")) "sbw-stale",
-                  paste("Last ETL run:", run))
+                  paste("Last ETL run:", run)),
+      if (isTRUE(v$pending_events > 0)) {
+        shiny::tagList(" · ", shiny::span(id = "sbw-pending", class = "sbw-stale",
+                                          paste(fmt_int(v$pending_events), "loaded events not yet in these figures")))
+      }
     )
   })
 

@@ -254,7 +254,8 @@ ORDER BY 1, 2;
 -- name: freshness
 -- params: timezone
 -- Not filtered: how current the warehouse is. newest_event uses the event_timestamp index; the
--- last ETL run comes from the ETL's own bookkeeping (etl_runs).
+-- last ETL run comes from the ETL's own bookkeeping (etl_runs); pending_events counts the loaded
+-- events not yet folded into the rollups (the figures above lag by those).
 SELECT to_char(e.newest AT TIME ZONE $1::text, 'YYYY-MM-DD HH24:MI:SS') AS newest_event,
        round(extract(epoch FROM now() - e.newest)::numeric) AS newest_event_age_s,
        to_char(r.started_at AT TIME ZONE $1::text, 'YYYY-MM-DD HH24:MI:SS') AS last_run_started,
@@ -262,7 +263,8 @@ SELECT to_char(e.newest AT TIME ZONE $1::text, 'YYYY-MM-DD HH24:MI:SS') AS newes
        r.status AS last_run_status,
        r.rows_inserted AS last_run_rows,
        round(extract(epoch FROM now() - coalesce(r.finished_at, r.started_at))::numeric) AS last_run_age_s,
-       to_char(ok.finished_at AT TIME ZONE $1::text, 'YYYY-MM-DD HH24:MI:SS') AS last_success_finished
+       to_char(ok.finished_at AT TIME ZONE $1::text, 'YYYY-MM-DD HH24:MI:SS') AS last_success_finished,
+       (SELECT count(*) FROM dash_pending) AS pending_events
 FROM (SELECT max(event_timestamp) AS newest FROM clickstream_events) AS e
 LEFT JOIN LATERAL (
     SELECT started_at, finished_at, status, rows_inserted FROM etl_runs ORDER BY started_at DESC LIMIT 1
