@@ -123,12 +123,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "sandbox_state_dir": str(base / "sandbox"),
             "sandbox_run_dir": str(run_dir),
             "sandbox_moto_port": moto_port,
-            "sandbox_dwh_package_source": "s3_repo" if pf.dwh_uses_private_repo() else "proxy",
             "sbw_public_subnet_cidr": "198.18.0.192/28",
             "sbw_private_subnet_cidr": "198.18.0.208/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
-            "oltp_schema_load_sample_catalog": True,
-            "sbw_stacks_bucket_suffix": "",  # as pf.default_config(): the seed's bucket names
+            **pf.default_config().extra_vars,  # the seed's bucket names, as `make demo`
         },
         moto_port=moto_port,
         run_dir=str(run_dir),

@@ -4,9 +4,9 @@
     python -m sbw_ops.platform down      # DOWN_STEPS: port forward, scheduler, local API, sandbox absent
     python -m sbw_ops.platform schedule --state-dir DIR --every 60   # the ETL "hourly" schedule (background)
 
-Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on the gateway) -> stacks
-(playbooks/stacks.yml against the sandbox's moto) -> the dwh host's private apt repository
-(playbooks/private_repo.yml) -> site.yml (both hosts; dwh from that repository) -> local ingest API
+Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on the gateway) -> site.yml
+(the stacks against the sandbox's moto, the dwh host's private apt repository, both hosts; dwh from
+that repository) -> local ingest API
 (the real handler, writing to the stacks' raw bucket in the sandbox's moto) -> synthetic traffic
 (sbw_ops.traffic over the shop's catalog read from webdb) -> one ETL run (the real handler, as a
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
@@ -113,16 +113,11 @@ class PlatformConfig:
 
 
 def default_config() -> PlatformConfig:
-    """`make demo`: the default sandbox; the dwh host on its private repository once dwh.yml uses it,
-    the shop's sample catalog loaded into webdb (the shoppers browse it)."""
+    """`make demo`: the default sandbox (inventory/sandbox: dwh on its private repository, the shop's
+    sample catalog in webdb), with the seed's bucket names."""
     return PlatformConfig(
-        extra_vars={
-            "sandbox_dwh_package_source": "s3_repo" if dwh_uses_private_repo() else "proxy",
-            "oltp_schema_load_sample_catalog": True,
-            # The seed's bucket names (no account/region suffix: moto is private to this machine), the
-            # names the host roles default to (site.yml does not hand the stacks' names to them yet).
-            "sbw_stacks_bucket_suffix": "",
-        }
+        # No -<account>-<region> suffix: moto is private to this machine, so the walkthrough's names do.
+        extra_vars={"sbw_stacks_bucket_suffix": ""}
     )
 
 
@@ -164,25 +159,6 @@ def stack_facts(state: State) -> dict[str, Any]:
     if not path.exists():
         raise RuntimeError(f"{path} is missing: the stacks step has not run")
     return yaml.safe_load(path.read_text()) or {}
-
-
-def site_imports() -> set[str]:
-    """Base names of the playbooks site.yml imports (stacks.yml / private_repo.yml once it does)."""
-    plays = yaml.safe_load((REPO_ROOT / "site.yml").read_text()) or []
-    return {
-        Path(p["ansible.builtin.import_playbook"]).name
-        for p in plays
-        if "ansible.builtin.import_playbook" in p
-    }
-
-
-def dwh_uses_private_repo() -> bool:
-    """True when playbooks/dwh.yml makes the private repository the dwh host's apt source."""
-    return "apt_private_source" in (REPO_ROOT / "playbooks" / "dwh.yml").read_text()
-
-
-def dwh_serves_dashboard() -> bool:
-    return "sbw_dashboard" in (REPO_ROOT / "playbooks" / "dwh.yml").read_text()
 
 
 @dataclass(frozen=True)
@@ -524,42 +500,13 @@ def step_sandbox(state: State) -> None:
     print(f"  hosts webdb {config.webdb_address}, dwh {config.dwh_address}; AWS: {config.endpoint_url}")
 
 
-def step_stacks(state: State) -> None:
-    """Stacks deployed to the local AWS stand-in (playbooks/stacks.yml)."""
-    if "stacks.yml" in site_imports():
-        print("  site.yml deploys the stacks itself (next steps)")
-        return
-    run = run_playbook(state, "playbooks/stacks.yml", with_facts=False)
-    facts = stack_facts(state)
-    state.data["raw_bucket"] = facts["sbw_raw_bucket"]
-    state.save()
-    changes = _changed(run).get("localhost", 0)
-    print(f"  stacks deployed ({changes} changes); raw bucket s3://{facts['sbw_raw_bucket']}")
-
-
-def step_private_repo(state: State) -> None:
-    """The dwh host's signed apt repository published to the artifacts bucket (private_repo.yml)."""
-    if "private_repo.yml" in site_imports():
-        print("  site.yml publishes it itself (next step)")
-        return
-    if not dwh_uses_private_repo():
-        print("  NOT YET: playbooks/dwh.yml does not use roles/apt_private_source; dwh uses the apt proxy")
-        return
-    run = run_playbook(state, "playbooks/private_repo.yml")
-    shown = re.findall(r'"msg": "(\d+ packages .*?)"', run.stdout) or re.findall(
-        r"msg: (\d+ packages.*)", run.stdout
-    )
-    print(f"  {shown[-1] if shown else 'published'}")
-
-
 def step_site(state: State) -> None:
-    """site.yml configures both hosts (dwh from its private repository)."""
+    """site.yml: the stacks (to moto), the dwh host's private repository, both hosts (dwh from it)."""
     run = run_playbook(state, "site.yml")
     changed = _changed(run)
     hosts = {h: n for h, n in changed.items() if h != "localhost"}
     state.data["site"] = {"changed": hosts, "log": str(run.log)}
-    if facts_file(state).exists():
-        state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
+    state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()
     verdict = "converged, nothing changed" if not any(hosts.values()) else "configured"
     print(f"  {verdict}: " + ", ".join(f"{h} changed={n}" for h, n in sorted(hosts.items())))
@@ -735,8 +682,6 @@ def step_summary(state: State) -> None:
 Step = Callable[[State], None]
 UP_STEPS: list[Step] = [
     step_sandbox,
-    step_stacks,
-    step_private_repo,
     step_site,
     step_local_api,
     step_traffic,
