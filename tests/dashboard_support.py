@@ -8,9 +8,12 @@ and ``tests/test_dashboard_browser.py`` (numbers on the page).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -299,6 +302,29 @@ def expected_case(events: list[dict], f: Filters) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- running the app
+
+
+def run_dashboard_query(db: Any, name: str, values: dict[str, str]) -> dict[str, Any]:
+    """The first row of a dashboard.sql block, run from Python as the dashboard's login (the very
+    text the app and the benchmark run); `db` is a tests.fixtures.postgres.PgDatabase."""
+    from benchmarks.bench_dashboard import load_queries, to_psycopg
+
+    sql, names = to_psycopg(load_queries()[name])
+    conn = db.connect(db.dashboard)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, [values[n] for n in names])
+            return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
+    finally:
+        conn.close()
+
+
+def end_forwarders(run_dir: Path) -> None:
+    """Teardown after a failed test: end the port forwards recorded in `run_dir` (playbooks/
+    port_forward.yml's PID files; each forwarder leads its own process group)."""
+    for pid_file in run_dir.glob("*.pid") if run_dir.exists() else []:
+        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+            os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
 
 
 def free_port() -> int:

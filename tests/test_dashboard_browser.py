@@ -10,11 +10,9 @@ a screenshot is kept in artifacts/. A second test covers "no data yet" and a los
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -198,9 +196,7 @@ def test_dashboard_through_the_port_forward_shows_the_sql_counts(
         stopped = _forward(inventory, forwards, port, "stopped")
         app.kill()
         app.wait()
-        for pid_file in forwards.glob("*.pid") if forwards.exists() else []:  # only if the stop failed
-            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-                os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
+        ds.end_forwarders(forwards)  # only if the stop failed
     assert stopped.returncode == 0, stopped.stdout
 
 

@@ -120,8 +120,6 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Singapore"])
 def test_dashboard_sql_matches_the_oracle_from_python_too(dw_db, tz: str) -> None:
     """The same SQL file, run from Python with psycopg2 (what the benchmark does), agrees too."""
-    from benchmarks.bench_dashboard import load_queries, to_psycopg
-
     events = ds.make_events(ANCHOR, seed=3, sessions=40)
     conn = dw_db.connect()
     try:
@@ -129,15 +127,6 @@ def test_dashboard_sql_matches_the_oracle_from_python_too(dw_db, tz: str) -> Non
     finally:
         conn.close()
     f = ds.Filters(ANCHOR.date() - timedelta(days=6), ANCHOR.date(), tz)
-    queries = load_queries()
-    sql, names = to_psycopg(queries["kpis"])
-    reader = dw_db.connect(dw_db.dashboard)
-    try:
-        with reader.cursor() as cur:
-            cur.execute(sql, [f.as_r()[n] for n in names])
-            cols = [d.name for d in cur.description]
-            row = dict(zip(cols, cur.fetchone(), strict=True))
-    finally:
-        reader.close()
+    row = ds.run_dashboard_query(dw_db, "kpis", f.as_r())
     want = ds.kpis(events, f)
     assert {k: float(row[k]) for k in want} == pytest.approx(want)

@@ -12,7 +12,6 @@ import psycopg2.extras
 import pytest
 from psycopg2 import errors
 
-from benchmarks.bench_dashboard import load_queries, to_psycopg
 from tests import dashboard_support as ds
 from tests.fixtures.postgres import PgDatabase
 
@@ -69,24 +68,12 @@ def _insert_as_writer(db: PgDatabase, events: list[dict], refresh_rows: int = 1_
         conn.close()
 
 
-def _dashboard_query(db: PgDatabase, name: str, values: dict[str, str]) -> dict:
-    """One row of a dashboard.sql block, run as the dashboard's login."""
-    sql, names = to_psycopg(load_queries()[name])
-    conn = db.connect(db.dashboard)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, [values[n] for n in names])
-            return dict(zip([d.name for d in cur.description], cur.fetchone(), strict=True))
-    finally:
-        conn.close()
-
-
 def _kpis(db: PgDatabase, f: ds.Filters) -> dict:
-    return _dashboard_query(db, "kpis", f.as_r())
+    return ds.run_dashboard_query(db, "kpis", f.as_r())
 
 
 def _freshness(db: PgDatabase) -> dict:
-    return _dashboard_query(db, "freshness", {"timezone": "UTC"})
+    return ds.run_dashboard_query(db, "freshness", {"timezone": "UTC"})
 
 
 def test_rollups_kept_by_the_trigger_in_any_order_equal_a_rebuild(dw_db: PgDatabase) -> None:

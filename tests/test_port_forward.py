@@ -8,11 +8,9 @@ test checks the rendered `aws ssm start-session` command line and the clear erro
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,15 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard_support import end_forwarders, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PLAYBOOK = REPO / "playbooks" / "port_forward.yml"
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(inventory: Path, run_dir: Path, port: int, state: str, **extra: str) -> subprocess.CompletedProcess:
@@ -60,13 +54,6 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _end_forwarders(run_dir: Path) -> None:
-    """Teardown after a failed test: end the forwarders this test started (their process groups)."""
-    for pid_file in run_dir.glob("*.pid") if run_dir.exists() else []:
-        with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
-            os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
 
 
 @pytest.fixture
@@ -102,7 +89,7 @@ def fake_dwh(tmp_path: Path) -> Iterator[tuple[Path, Path, subprocess.Popen]]:
     finally:
         proc.kill()
         proc.wait()
-        _end_forwarders(forwards)
+        end_forwarders(forwards)
 
 
 def _pid(run_dir: Path, port: int) -> int:
@@ -111,7 +98,7 @@ def _pid(run_dir: Path, port: int) -> int:
 
 def test_sandbox_forwards_start_coexist_report_and_stop(fake_dwh) -> None:
     inventory, run_dir, server = fake_dwh
-    port_a, port_b = _free_port(), _free_port()
+    port_a, port_b = free_port(), free_port()
 
     first = _run(inventory, run_dir, port_a, "started")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -175,7 +162,7 @@ def test_ssm_backend_renders_the_session_command_and_needs_the_plugin(tmp_path: 
         d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "session-manager-plugin").exists()
     )
     assert shutil.which("session-manager-plugin", path=path) is None
-    port = _free_port()
+    port = free_port()
     result = _run(inventory, tmp_path / "forwards", port, "started", PATH=path)
     assert result.returncode != 0
     command = (

@@ -266,7 +266,7 @@ def test_etl_user_inserts_events_but_cannot_read_or_delete(
 
 
 def test_dashboard_user_reads_locally_but_cannot_write_or_connect_remotely(
-    site_runs: Any, sandbox: Sandbox
+    site_runs: Any, configured: None, sandbox: Sandbox
 ) -> None:
     password = sandbox.secret("/sbw/dwh/dashboard_password")
     local = _in_host_netns(
