@@ -110,8 +110,8 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
       AND (bucket < public.dash_day_ceil(t0) OR bucket >= public.dash_day_floor(t1))
 $$;
 
--- The statements that fold the events of relation `source` (the trigger's transition table, or
--- clickstream_events for a rebuild) into the rollups: one text, so both paths compute the same.
+-- The statements that fold the events of relation `source` (the refresh's batch of queued events,
+-- or clickstream_events for a rebuild) into the rollups: one text, so both paths compute the same.
 CREATE FUNCTION public.dash_rollup_statements(source text) RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 DECLARE
@@ -130,6 +130,7 @@ DECLARE
                     '(SELECT DISTINCT n.session_id FROM %2$s AS n WHERE n.event_name IN %1$s)', funnel_names, source)
     END;
     stmts text[] := ARRAY[]::text[];
+    funnel_inserts text[] := ARRAY[]::text[];
     i int;
 BEGIN
     FOR i IN 1 .. array_length(grains, 1) LOOP
@@ -190,44 +191,51 @@ BEGIN
                 revenue = d.revenue + EXCLUDED.revenue
             $q$, source, grains[i][2], grains[i][1]);
 
-        -- Funnel: re-evaluate every funnel event of the sessions the new rows touch (their other
-        -- events may have arrived earlier or may be these very rows). One sort per session:
-        -- r1 = first view, r2 = first cart at/after r1, r3 = first checkout at/after r2.
-        stmts := stmts || format($q$
-            WITH ev AS (
-                %5$s
-            ), a AS (
-                SELECT ev.*, min(ev.event_timestamp) FILTER (WHERE ev.event_name = 'product_view')
-                           OVER (PARTITION BY ev.session_id) AS r1
-                FROM ev
-            ), b AS (
-                SELECT a.*, min(a.event_timestamp) FILTER (WHERE a.event_name = 'add_to_cart' AND a.event_timestamp >= a.r1)
-                           OVER (PARTITION BY a.session_id) AS r2
-                FROM a
-            ), c AS (
-                SELECT b.*, min(b.event_timestamp) FILTER (WHERE b.event_name = 'begin_checkout' AND b.event_timestamp >= b.r2)
-                           OVER (PARTITION BY b.session_id) AS r3
-                FROM b
-            ), reached AS (
-                SELECT * FROM c
-                WHERE c.event_name = 'product_view'
-                   OR (c.event_name = 'add_to_cart' AND c.event_timestamp >= c.r1)
-                   OR (c.event_name = 'begin_checkout' AND c.event_timestamp >= c.r2)
-                   OR (c.event_name = 'purchase' AND c.event_timestamp >= c.r3)
-            )
-            INSERT INTO public.dash_%2$s AS d
-            SELECT date_bin(%3$L, e.event_timestamp, timestamptz '2000-01-01 00:00:00+00'), e.event_name,
+        -- The funnel cells of this grain: filled by the one funnel statement below.
+        funnel_inserts := funnel_inserts || format($q$
+            INSERT INTO public.dash_%1$s AS d
+            SELECT date_bin(%2$L, e.event_timestamp, timestamptz '2000-01-01 00:00:00+00'), e.event_name,
                    coalesce(e.context_product_category, ''), coalesce(e.context_product_brand, ''),
                    coalesce(e.user_login_state, ''), coalesce(e.identity_source, ''),
-                   0, 0, hll_empty(%4$s), hll_empty(%4$s), hll_empty(%4$s), hll_empty(%4$s),
-                   hll_empty(%4$s), hll_empty(%4$s),
-                   hll_add_agg(hll_hash_text(e.session_id), %4$s)
+                   0, 0, hll_empty(%3$s), hll_empty(%3$s), hll_empty(%3$s), hll_empty(%3$s),
+                   hll_empty(%3$s), hll_empty(%3$s),
+                   hll_add_agg(hll_hash_text(e.session_id), %3$s)
             FROM reached AS e
-            GROUP BY %6$s
+            GROUP BY %4$s
             ON CONFLICT (bucket, event_name, category, brand, login_state, identity_source) DO UPDATE SET
                 funnel_sessions = hll_union(d.funnel_sessions, EXCLUDED.funnel_sessions)
-            $q$, source, grains[i][2], grains[i][1], sketch, funnel_events, cube);
+            $q$, grains[i][2], grains[i][1], sketch, cube);
     END LOOP;
+
+    -- Funnel: re-evaluate every funnel event of the sessions the new rows touch (their other events
+    -- may have arrived earlier or may be these very rows), once for both grains. One sort per
+    -- session: r1 = first view, r2 = first cart at/after r1, r3 = first checkout at/after r2.
+    stmts := stmts || format($q$
+        WITH ev AS (
+            %1$s
+        ), a AS (
+            SELECT ev.*, min(ev.event_timestamp) FILTER (WHERE ev.event_name = 'product_view')
+                       OVER (PARTITION BY ev.session_id) AS r1
+            FROM ev
+        ), b AS (
+            SELECT a.*, min(a.event_timestamp) FILTER (WHERE a.event_name = 'add_to_cart' AND a.event_timestamp >= a.r1)
+                       OVER (PARTITION BY a.session_id) AS r2
+            FROM a
+        ), c AS (
+            SELECT b.*, min(b.event_timestamp) FILTER (WHERE b.event_name = 'begin_checkout' AND b.event_timestamp >= b.r2)
+                       OVER (PARTITION BY b.session_id) AS r3
+            FROM b
+        ), reached AS MATERIALIZED (
+            SELECT * FROM c
+            WHERE c.event_name = 'product_view'
+               OR (c.event_name = 'add_to_cart' AND c.event_timestamp >= c.r1)
+               OR (c.event_name = 'begin_checkout' AND c.event_timestamp >= c.r2)
+               OR (c.event_name = 'purchase' AND c.event_timestamp >= c.r3)
+        ), hourly AS (
+            %2$s
+        )
+        %3$s
+        $q$, funnel_events, funnel_inserts[1], funnel_inserts[2]);
     RETURN stmts;
 END
 $fn$;
