@@ -205,7 +205,7 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    sys.path[:0] = [str(REPO), str(REPO / "lambda_src")]
+    sys.path[:0] = [str(REPO), str(REPO / "lambda_src"), str(REPO / "controller")]
     import psycopg2
 
     from tests.fixtures.postgres import create_warehouse_template, start_pg_server

@@ -338,7 +338,7 @@ def _memory(bench: Bench, objects: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps({"env": env, "objects": objects})],
         cwd=REPO,
-        env={"PYTHONPATH": f"{REPO / 'lambda_src'}:{REPO}", "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": f"{REPO / 'lambda_src'}:{REPO / 'controller'}:{REPO}", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         check=True,

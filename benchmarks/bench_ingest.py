@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 LAMBDA_SRC = Path(__file__).resolve().parents[1] / "lambda_src"
-if str(LAMBDA_SRC) not in sys.path:
-    sys.path.insert(0, str(LAMBDA_SRC))
+for _path in (str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from sbw_clickstream import contract, ingest, ingest_handler  # noqa: E402
 from sbw_clickstream.ingest_config import IngestConfig  # noqa: E402
@@ -196,7 +197,11 @@ def _bench_single(now: datetime, count: int) -> None:
 def _subprocess_seconds(code: str, runs: int, extra_env: dict[str, str] | None = None) -> tuple[float, float]:
     """(best in-process import seconds printed by `code`, best wall seconds of the process): the least
     disturbed of `runs` fresh interpreters, as the machine may be shared."""
-    env = {**os.environ, "PYTHONPATH": str(LAMBDA_SRC), **(extra_env or {})}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")]),
+        **(extra_env or {}),
+    }
     for name in ("AWS_LAMBDA_FUNCTION_NAME", "PYTHONDONTWRITEBYTECODE"):
         env.pop(name, None)
     env.update(extra_env or {})

@@ -24,7 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_SRC = ROOT / "lambda_src"
-for path in (str(LAMBDA_SRC), str(ROOT)):
+for path in (str(LAMBDA_SRC), str(ROOT / "controller"), str(ROOT)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -59,7 +59,11 @@ def serve_stub_api() -> None:
 
 @contextlib.contextmanager
 def api_process() -> Any:
-    env = {**os.environ, "PYTHONPATH": f"{LAMBDA_SRC}{os.pathsep}{ROOT}", "AWS_ACCESS_KEY_ID": "bench"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(ROOT / "controller"), str(ROOT)]),
+        "AWS_ACCESS_KEY_ID": "bench",
+    }
     env.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     process = subprocess.Popen(
         [sys.executable, "-c", "from benchmarks.bench_traffic import serve_stub_api; serve_stub_api()"],

@@ -15,7 +15,11 @@ LAMBDA_SRC = Path(__file__).resolve().parents[1] / "lambda_src"
 
 
 def _run(command: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(LAMBDA_SRC), "SBW_DEMO_STATE_DIR": str(state_dir)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")]),
+        "SBW_DEMO_STATE_DIR": str(state_dir),
+    }
     return subprocess.run(
         [sys.executable, "-m", "sbw_ops.demo", command],
         env=env,

@@ -32,7 +32,7 @@ def _env(db: PgDatabase, bucket: S3Bucket) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DWH_", "ETL_"))}
     env.update(
         {
-            "PYTHONPATH": f"{REPO / 'lambda_src'}{os.pathsep}{REPO}",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "lambda_src"), str(REPO / "controller"), str(REPO)]),
             "DWH_HOST": db.host,
             "DWH_PORT": str(db.port),
             "DWH_USER": db.etl.user,

@@ -180,7 +180,11 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("RAW_", "AWS_LAMBDA"))}
     return subprocess.run(
         [sys.executable, "-c", code],
-        env={**base, "PYTHONPATH": str(LAMBDA_SRC), **env},
+        env={
+            **base,
+            "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")]),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -145,7 +145,11 @@ def test_oversized_request_is_refused_before_the_function(api: LocalApi) -> None
 
 
 def test_cli_serves_the_handler(s3_bucket: S3Bucket, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(LAMBDA_SRC), "AWS_REGION": "ap-southeast-1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")]),
+        "AWS_REGION": "ap-southeast-1",
+    }
     cmd = [
         sys.executable,
         "-m",

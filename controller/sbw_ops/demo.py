@@ -126,7 +126,9 @@ def step_local_api(state: DemoState, timeout: float = 60.0) -> None:
     ]
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

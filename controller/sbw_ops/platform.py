@@ -201,7 +201,9 @@ def run_playbook(
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     name = Path(playbook).stem
     log = _log_dir(state) / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
@@ -355,7 +357,9 @@ def etl_env(state: State) -> dict[str, str]:
     env = {k: v for k, v in aws_env().items() if not k.startswith(("DWH_", "ETL_"))}
     env.update(
         {
-            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), str(REPO_ROOT)]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), str(REPO_ROOT)]
+            ),
             "DWH_HOST": config.dwh_address,
             "DWH_PORT": "5432",
             "DWH_USER": "sbw_etl",
@@ -609,7 +613,12 @@ def step_schedule(state: State) -> None:
                 str(config.schedule_every_seconds),
             ],
             cwd=REPO_ROOT,
-            env={**aws_env(), "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "lambda_src"), str(REPO_ROOT)])},
+            env={
+                **aws_env(),
+                "PYTHONPATH": os.pathsep.join(
+                    [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), str(REPO_ROOT)]
+                ),
+            },
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
