@@ -155,7 +155,7 @@ def test_listing_pages_stop_at_the_range_end() -> None:
     assert list(list_objects(list_page, "b", ListingPlan("events/", keys[-1]))) == []
 
 
-REF = ObjectRef("events/2026/11/25/event-0194-test.json", "etag", 10)
+REF = ObjectRef("events/2026/11/25/event-0193c2a4-5e00-7000-8000-000000000001.json", "etag", 10)
 
 
 def _event(**extra: Any) -> dict[str, Any]:
@@ -266,3 +266,17 @@ def test_read_object_reads_every_chunk_and_caps_the_size() -> None:
     assert all(b.closed for b in bodies)
     listed_big = read_object(S3(), "b", ObjectRef(REF.key, "e", 10**9), len(body), policy)
     assert listed_big.status == "quarantined" and len(bodies) == 2  # refused without a GET
+
+
+def test_transient_errors_are_not_retried_past_the_deadline() -> None:
+    slept: list[float] = []
+    calls = {"n": 0}
+
+    def flaky() -> None:
+        calls["n"] += 1
+        raise ConnectionError("reset")
+
+    policy = RetryPolicy(attempts=10, base_seconds=1.0, sleep=slept.append, time_left=lambda: 0.4)
+    with pytest.raises(EtlError, match="no time left before the deadline"):
+        call_with_retries(flaky, "S3 GetObject x", policy)
+    assert calls["n"] == 1 and slept == []

@@ -36,6 +36,7 @@ from sbw_clickstream.etl_listing import (
 from sbw_clickstream.etl_load import Warehouse
 from sbw_clickstream.etl_read import ObjectResult, read_in_order, read_object
 from sbw_clickstream.etl_retry import EtlError, RetryPolicy, call_with_retries
+from sbw_clickstream.keys import parse_event_key
 
 MAX_REPORTED_QUARANTINES = 20
 # Queued events folded into the dashboard rollups per transaction (a few seconds of work each).
@@ -62,6 +63,7 @@ class RunSummary:
     s3_get_calls: int = 0
     start_after: str | None = None
     watermark: str | None = None
+    watermark_repaired_from: str | None = None
     stopped_early: bool = False
     rollup_rows: int = 0
     duration_ms: int = 0
@@ -98,8 +100,16 @@ def run_etl(
     """
     started = time.monotonic()
     summary = RunSummary()
-    policy_s3 = RetryPolicy(config.s3_retries, config.retry_base_seconds, sleep=sleep)
-    policy_db = RetryPolicy(config.db_retries, config.retry_base_seconds, sleep=sleep)
+    time_left = None
+    if remaining_ms is not None:
+        deadline_ms = remaining_ms  # bound now: mypy cannot see through the closure otherwise
+
+        def time_left() -> float:
+            return (deadline_ms() - config.deadline_margin_seconds * 1000) / 1000
+
+    # Transient errors are retried only while the deadline allows it (RetryPolicy.time_left).
+    policy_s3 = RetryPolicy(config.s3_retries, config.retry_base_seconds, sleep=sleep, time_left=time_left)
+    policy_db = RetryPolicy(config.db_retries, config.retry_base_seconds, sleep=sleep, time_left=time_left)
     if is_backfill(event):
         plan = plan_backfill(config.prefix, event)
         summary.mode = "backfill"
@@ -116,6 +126,11 @@ def run_etl(
         summary.run_id = warehouse.start_run(trigger)
         if plan is None:
             watermark = warehouse.watermark(config.prefix)
+            if watermark is not None and parse_event_key(watermark) is None:
+                # Left by an older ETL that let a stray key become the watermark: go back to
+                # the greatest processed key of the layout (objects already done are skipped).
+                summary.watermark_repaired_from = watermark
+                watermark = warehouse.repair_watermark(config.prefix, parse_event_key)
             start = start_after_for(config.prefix, watermark, timedelta(minutes=config.lookback_minutes))
             plan = ListingPlan(config.prefix, start)
             summary.watermark = watermark
@@ -223,7 +238,11 @@ def _run(
 
 def _commit(warehouse: Warehouse, plan: ListingPlan, batch: list[ObjectResult], summary: RunSummary) -> None:
     # The batch is a contiguous run of the listing order: every key up to its last one is done.
-    watermark = None if plan.reprocess else batch[-1].ref.key
+    # Only a key of the layout may become the watermark: a stray key (`events/_manifest.json`)
+    # sorts after every date folder, and as the watermark it would hide every later object.
+    watermark = None
+    if not plan.reprocess:
+        watermark = next((r.ref.key for r in reversed(batch) if parse_event_key(r.ref.key)), None)
     outcome = warehouse.load_batch(batch, plan.prefix, watermark, summary.run_id or 0)
     summary.batches += 1
     summary.rows_inserted += outcome.inserted

@@ -62,13 +62,14 @@ def start_after_for(prefix: str, watermark: str | None, lookback: timedelta) -> 
 
     No watermark (first run): None, list from the beginning. A watermark key that is not a UUIDv7
     event key (e.g. an object of the seed's original function with a random UUIDv4) counts from the
-    start of its day.
+    start of its day. A watermark outside the layout is no position at all (never written since
+    issue 14; `run_etl` repairs an old one): list from the beginning.
     """
     if watermark is None:
         return None
     parsed = parse_event_key(watermark)
     if parsed is None:
-        return watermark
+        return None
     day, object_id = parsed
     moment = uuid7_time(object_id) if object_id.version == 7 else datetime.combine(day, time(), UTC)
     start = floor_key(prefix, moment - lookback)

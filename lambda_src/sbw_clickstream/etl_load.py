@@ -31,7 +31,7 @@ T = TypeVar("T")
 # pg_try_advisory_lock key of SBW_Lamda_ETL (per database).
 ETL_LOCK_KEY = 0x5B3E_7A11
 
-# The staging table: same column types as clickstream_events (tests/test_etl_load.py compares them).
+# The staging table: same column types as clickstream_events (tests/test_migrations.py compares them).
 STAGE_COLUMN_TYPES: dict[str, str] = {
     "event_id": "uuid",
     "event_timestamp": "timestamptz",
@@ -204,6 +204,30 @@ class Warehouse:
             return row[0] if row else None
 
         return self._with_retries("read the watermark", read)
+
+    def repair_watermark(self, prefix: str, in_layout: Callable[[str], Any]) -> str | None:
+        """Set the prefix's watermark back to its greatest processed key of the layout (`in_layout`
+        decides); None (and the watermark becomes the bare prefix, which sorts before every key)
+        when there is none. The stray keys that sort last are few: they are skipped in Python, so
+        the key layout stays defined in one place (keys.py)."""
+
+        def repair() -> str | None:
+            best = None
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "SELECT object_key FROM public.etl_objects WHERE starts_with(object_key, %s) "
+                    'ORDER BY object_key COLLATE "C" DESC LIMIT 10000',
+                    (prefix,),
+                )
+                best = next((key for (key,) in cur if in_layout(key)), None)
+                cur.execute(
+                    "UPDATE public.etl_watermarks SET last_key = %s, updated_at = now() WHERE prefix = %s",
+                    (best or prefix, prefix),
+                )
+            self._conn.commit()
+            return best
+
+        return self._with_retries("repair the watermark", repair)
 
     def processed_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` already have an etl_objects row (loaded or quarantined)."""

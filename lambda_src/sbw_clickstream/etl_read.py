@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,8 @@ from typing import Any
 
 from sbw_clickstream.contract import ENRICHMENT_FIELDS, EVENT_FIELDS, validate_event, validate_stored_event
 from sbw_clickstream.etl_listing import ObjectRef
-from sbw_clickstream.etl_retry import RetryPolicy, call_with_retries, s3_error_code
+from sbw_clickstream.etl_retry import OBJECT_S3_CODES, RetryPolicy, call_with_retries, s3_error_code
+from sbw_clickstream.keys import parse_event_key
 
 # Column order of the COPY rows (= the staging table's columns).
 COPY_COLUMNS: tuple[str, ...] = (*EVENT_FIELDS, *ENRICHMENT_FIELDS, "source_key")
@@ -35,6 +37,7 @@ COPY_COLUMNS: tuple[str, ...] = (*EVENT_FIELDS, *ENRICHMENT_FIELDS, "source_key"
 EVENT_ID_NAMESPACE = uuid.UUID("6c1b7f0e-3f4d-5b8a-9d2e-5b5741ac0e75")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _MAX_REASON = 1000
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ObjectError(ValueError):
@@ -176,7 +179,15 @@ def read_object(
     policy: RetryPolicy,
     on_call: Callable[[], None] | None = None,
 ) -> ObjectResult:
-    """GET one object (retrying transient errors) and encode it; too large / gone -> quarantined."""
+    """GET one object (retrying transient errors) and encode it.
+
+    Quarantined with the reason, without failing the run: a key outside the layout (not even
+    read), too large, gone (NoSuchKey), refused (AccessDenied, e.g. a KMS key the ETL may not use;
+    InvalidObjectState, archived), corrupt gzip, bad content. Transient errors are retried within
+    the deadline, then raise EtlError (the run fails; the object is read again by the next run).
+    """
+    if parse_event_key(ref.key) is None:
+        return quarantined(ref, "key not in the raw layout events/YYYY/MM/DD/event-<uuid>.json (not read)")
     if ref.size > max_bytes:
         return quarantined(ref, f"too large: {ref.size} bytes > ETL_MAX_OBJECT_BYTES {max_bytes}")
 
@@ -200,12 +211,35 @@ def read_object(
     try:
         data = call_with_retries(fetch, f"S3 GetObject s3://{bucket}/{ref.key}", policy)
     except Exception as exc:
-        if s3_error_code(exc) in ("NoSuchKey", "404"):
+        code = s3_error_code(exc)
+        if code in ("NoSuchKey", "404"):
             return quarantined(ref, "object disappeared between listing and reading (NoSuchKey)")
+        if code in OBJECT_S3_CODES:
+            return quarantined(ref, f"S3 GetObject refused ({code}): {exc}")
         raise
     if len(data) > max_bytes:
         return quarantined(ref, f"too large: more than ETL_MAX_OBJECT_BYTES {max_bytes} bytes")
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            data = gunzip(data, max_bytes)
+        except ObjectError as exc:
+            return quarantined(ref, str(exc))
     return encode_object(ref, data)
+
+
+def gunzip(data: bytes, max_bytes: int) -> bytes:
+    """The content of a gzip object (written by a tool that compresses); ObjectError when corrupt
+    or larger than `max_bytes` once decompressed (a zip bomb must not exhaust the Lambda's memory)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise ObjectError(f"corrupt gzip: {exc}") from None
+    if len(out) > max_bytes:
+        raise ObjectError(f"too large: more than ETL_MAX_OBJECT_BYTES {max_bytes} bytes once decompressed")
+    if not inflater.eof:
+        raise ObjectError("corrupt gzip: truncated stream")
+    return out
 
 
 def read_in_order(

@@ -14,8 +14,20 @@ T = TypeVar("T")
 
 # S3 error codes that retrying cannot fix.
 _PERMANENT_S3_CODES = frozenset(
-    {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "404", "403"}
+    {
+        "NoSuchKey",
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidObjectState",
+        "404",
+        "403",
+    }
 )
+# Permanent errors that concern one object, not the run (wrong bucket or credentials fail the run):
+# e.g. AccessDenied on one KMS-encrypted object, an archived (Glacier) object.
+OBJECT_S3_CODES = frozenset({"NoSuchKey", "404", "AccessDenied", "403", "InvalidObjectState"})
 
 
 class EtlError(RuntimeError):
@@ -30,6 +42,9 @@ class RetryPolicy:
     base_seconds: float = 0.5
     cap_seconds: float = 8.0
     sleep: Callable[[float], None] = time.sleep
+    # Seconds left before the run must stop (the Lambda deadline minus its margin); None: no
+    # deadline. A retry that would sleep past it is not made: the error is raised at once.
+    time_left: Callable[[], float] | None = None
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0.5, 1.0) * min(self.cap_seconds, self.base_seconds * 2**attempt)
@@ -64,5 +79,10 @@ def call_with_retries(
                 raise
             if attempt >= policy.attempts:
                 raise EtlError(f"{what} failed after {attempt + 1} attempts: {exc}") from exc
-            policy.sleep(policy.delay(attempt))
+            delay = policy.delay(attempt)
+            if policy.time_left is not None and delay >= policy.time_left():
+                raise EtlError(
+                    f"{what} failed after {attempt + 1} attempts, no time left before the deadline: {exc}"
+                ) from exc
+            policy.sleep(delay)
             attempt += 1
