@@ -7,6 +7,7 @@ problems 1-5), against a real PostgreSQL with the real migrations and a moto S3 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,10 +15,20 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from sbw_clickstream.etl import run_etl
+from sbw_clickstream.etl_load import ETL_LOCK_KEY
 
+from benchmarks.bench_etl import FakeS3
 from tests.fixtures.moto import S3Bucket
 from tests.fixtures.postgres import PgDatabase
-from tests.test_etl_support import CountingS3, Source, connector, etl_config, make_event, warehouse_rows
+from tests.test_etl_support import (
+    CountingS3,
+    Source,
+    connector,
+    etl_config,
+    make_event,
+    wait_until,
+    warehouse_rows,
+)
 
 
 def _now() -> datetime:
@@ -129,3 +140,101 @@ def test_permanent_object_errors_quarantine_that_object_and_the_run_goes_on(
     assert all(objects[k][0] == "loaded" for k in [*good, zipped])
     assert warehouse_rows(dw_db) == source.expected()
     assert _watermark(dw_db) == max([*good, denied, corrupt_gzip, not_utf8, zipped])
+
+
+class _Budget:
+    """remaining_ms of a Lambda that runs out after `checks` deadline checks (one run each)."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks = checks
+        self.n = 0
+
+    def __call__(self) -> int:
+        self.n += 1
+        return 300_000 if self.n <= self.checks else 1_000
+
+
+def test_a_large_backfill_resumes_where_it_stopped_until_done(dw_db: PgDatabase) -> None:
+    # 200,000 objects (2.3 days, one event each) in the in-process fake S3 of the ETL benchmarks;
+    # each run's budget ends after ~60,000 objects, as a 300 s Lambda would on a big range.
+    s3 = FakeS3(200_000, events=1)
+    config = etl_config(dw_db, "bench-raw", ETL_BATCH_OBJECTS=5000, ETL_BATCH_ROWS=100_000)
+    event = {"from": "2026-01-01", "to": "2026-01-03"}
+    first = run_etl(config, s3, connector(config), event, remaining_ms=_Budget(60_000))
+    assert first["status"] == "partial" and first["mode"] == "backfill"
+    assert first["backfill"]["resumed_after"] is None
+    done = first["backfill"]["objects_done"]
+    assert 50_000 <= done < 200_000 and first["backfill"]["cursor"] == s3.keys[done - 1]
+    runs = [first]
+    # The catch-up schedule continues the open backfill by itself (no new invocation needed).
+    while runs[-1]["status"] == "partial" and len(runs) < 6:
+        runs.append(
+            run_etl(config, s3, connector(config), {"trigger": "catch_up"}, _Budget(60_000), "catch_up")
+        )
+    assert [r["status"] for r in runs] == ["partial", "partial", "partial", "succeeded"]
+    progress = [r["backfill"]["objects_done"] for r in runs]
+    assert progress == sorted(progress) and progress[-1] == 200_000
+    assert all(r["backfill"]["resumed_after"] == p["backfill"]["cursor"] for p, r in itertools.pairwise(runs))
+    assert runs[-1]["backfill"]["finished"] is True
+    # Every object read once (no run started over), but for the read-ahead window of each stop.
+    in_flight = 2 * config.read_concurrency
+    assert 200_000 <= s3.gets <= 200_000 + 3 * in_flight
+    assert dw_db.query("SELECT count(*) FROM clickstream_events")[0][0] == 200_000
+    assert dw_db.query("SELECT objects_done, finished_at IS NOT NULL FROM etl_backfills") == [(200_000, True)]
+    assert _watermark(dw_db) is None  # a backfill never moves the incremental watermark
+    # Finished: the catch-up is idle again.
+    gets = s3.gets
+    idle = run_etl(config, s3, connector(config), {"trigger": "catch_up"}, None, "catch_up")
+    assert idle["status"] == "idle" and s3.gets == gets
+
+
+def test_catch_up_is_o1_when_nothing_is_pending_and_finishes_a_partial_run(
+    dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
+) -> None:
+    keys = sorted(source.put(_now() - timedelta(minutes=40) + timedelta(seconds=20 * i)) for i in range(30))
+    config = etl_config(dw_db, source.bucket, ETL_BATCH_OBJECTS=5, ETL_READ_CONCURRENCY=2)
+    catch_up = {"trigger": "catch_up"}
+    counting = CountingS3(s3_bucket.client)
+    before = run_etl(config, counting, connector(config), catch_up, trigger="catch_up")
+    assert before["status"] == "idle" and (counting.lists, counting.gets) == (0, 0)
+    partial = run_etl(config, s3_bucket.client, connector(config), remaining_ms=_Budget(12))
+    assert partial["status"] == "partial" and 0 < partial["objects_loaded"] < 30
+    rest = run_etl(config, s3_bucket.client, connector(config), catch_up, trigger="catch_up")
+    assert rest["status"] == "succeeded" and rest["objects_loaded"] == 30 - partial["objects_loaded"]
+    assert warehouse_rows(dw_db) == source.expected() and _watermark(dw_db) == keys[-1]
+    counting = CountingS3(s3_bucket.client)
+    after = run_etl(config, counting, connector(config), catch_up, trigger="catch_up")
+    assert after["status"] == "idle" and (counting.lists, counting.gets) == (0, 0)
+    triggers = [r[0] for r in dw_db.query("SELECT trigger FROM etl_runs ORDER BY run_id")]
+    assert triggers == ["schedule", "catch_up"]  # idle catch-ups leave no run row
+
+
+def test_the_lock_holder_is_reported_and_a_stale_one_is_ended(
+    dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
+) -> None:
+    source.put(_now() - timedelta(minutes=5))
+    assert dw_db.etl is not None
+    holder = dw_db.connect(dw_db.etl)  # a dead run's session: same login, never lets go
+    with holder.cursor() as cur:
+        cur.execute("SET application_name = 'sbw_etl_dead_run'")
+        cur.execute("SELECT pg_advisory_lock(%s), pg_backend_pid()", (ETL_LOCK_KEY,))
+        pid = cur.fetchone()[1]
+    config = etl_config(dw_db, source.bucket)
+    skipped = run_etl(config, s3_bucket.client, connector(config))
+    assert skipped["status"] == "skipped"
+    lock = skipped["lock_holder"]
+    assert (lock["pid"], lock["application_name"], lock["user"]) == (pid, "sbw_etl_dead_run", dw_db.etl.user)
+    assert lock["session_age_seconds"] >= 0 and "ended_as_stale" not in lock
+    # Older than any Lambda may live: the holder is dead, its session is ended and the run goes on.
+    stale = etl_config(dw_db, source.bucket, ETL_LOCK_STALE_SECONDS=1)
+    wait_until(
+        lambda: dw_db.query(
+            "SELECT now() - backend_start > interval '1.2 s' FROM pg_stat_activity WHERE pid = %s", (pid,)
+        )[0][0],
+        what="the holder to age",
+    )
+    summary = run_etl(stale, s3_bucket.client, connector(stale))
+    assert summary["status"] == "succeeded" and summary["objects_loaded"] == 1
+    assert summary["lock_holder"]["pid"] == pid and summary["lock_holder"]["ended_as_stale"] is True
+    assert dw_db.query("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)) == [(0,)]
+    holder.close()

@@ -217,3 +217,28 @@ def test_public_cannot_connect(dw_db: PgDatabase) -> None:
             psycopg2.connect(dw_db.server.dsn(dw_db.name, name, f"pw-{name}"))
     finally:
         dw_db.server.execute(f"DROP ROLE {name}")
+
+
+def test_sessions_of_the_warehouse_detect_dead_peers_and_idle_transactions(pg_database: PgDatabase) -> None:
+    # V006: a half-open ETL connection must not keep the run lock for the kernel's 2 hours.
+    apply_migrations(pg_database.dsn())
+    conn = pg_database.connect()
+    try:
+        with conn.cursor() as cur:
+            settings = {}
+            for name in (
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+                "idle_in_transaction_session_timeout",
+            ):
+                cur.execute(f"SHOW {name}")
+                settings[name] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    assert settings == {
+        "tcp_keepalives_idle": "60",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "6",
+        "idle_in_transaction_session_timeout": "5min",
+    }

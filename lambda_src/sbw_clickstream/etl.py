@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -64,6 +64,9 @@ class RunSummary:
     start_after: str | None = None
     watermark: str | None = None
     watermark_repaired_from: str | None = None
+    backfill: dict[str, Any] = field(default_factory=dict)
+    # The session holding the run lock when the run was skipped (or the stale one it ended).
+    lock_holder: dict[str, Any] | None = None
     stopped_early: bool = False
     rollup_rows: int = 0
     duration_ms: int = 0
@@ -110,21 +113,34 @@ def run_etl(
     # Transient errors are retried only while the deadline allows it (RetryPolicy.time_left).
     policy_s3 = RetryPolicy(config.s3_retries, config.retry_base_seconds, sleep=sleep, time_left=time_left)
     policy_db = RetryPolicy(config.db_retries, config.retry_base_seconds, sleep=sleep, time_left=time_left)
+    plan = None
     if is_backfill(event):
         plan = plan_backfill(config.prefix, event)
-        summary.mode = "backfill"
         trigger = "backfill"
-    else:
-        plan = None
     warehouse = Warehouse(connect, policy_db)
-    if not warehouse.open():
+    if not warehouse.open(config.lock_stale_seconds):
         summary.status = "skipped"
+        summary.lock_holder = warehouse.lock_holder
         summary.error = "another ETL run holds the lock (pg_try_advisory_lock); nothing done"
         summary.duration_ms = int((time.monotonic() - started) * 1000)
         return summary.as_dict()
+    summary.lock_holder = warehouse.lock_holder  # set when a stale holder was ended
     try:
+        if trigger == "catch_up" and plan is None:
+            # The frequent catch-up schedule: O(1) (one query, no S3 call) unless the last run
+            # stopped early or a backfill is unfinished; then it does the work of that run.
+            open_range = warehouse.open_backfill()
+            if open_range is not None:
+                plan = plan_backfill(config.prefix, {"from": open_range[0], "to": open_range[1]})
+            elif warehouse.last_run_status() != "partial":
+                summary.status = "idle"
+                summary.duration_ms = int((time.monotonic() - started) * 1000)
+                return summary.as_dict()
         summary.run_id = warehouse.start_run(trigger)
-        if plan is None:
+        if plan is not None:
+            summary.mode = "backfill"
+            plan = _resume_backfill(warehouse, plan, summary)
+        else:
             watermark = warehouse.watermark(config.prefix)
             if watermark is not None and parse_event_key(watermark) is None:
                 # Left by an older ETL that let a stray key become the watermark: go back to
@@ -136,6 +152,9 @@ def run_etl(
             summary.watermark = watermark
         summary.start_after = plan.start_after
         _run(config, s3, warehouse, plan, summary, policy_s3, remaining_ms)
+        if plan.range_id is not None and not summary.stopped_early:
+            warehouse.finish_backfill(plan.range_id)
+            summary.backfill["finished"] = True
         _refresh_rollups(config, warehouse, summary, remaining_ms)
         summary.status = "partial" if summary.stopped_early else "succeeded"
         summary.duration_ms = int((time.monotonic() - started) * 1000)
@@ -151,6 +170,23 @@ def run_etl(
         raise
     finally:
         warehouse.close()
+
+
+def _resume_backfill(warehouse: Warehouse, plan: ListingPlan, summary: RunSummary) -> ListingPlan:
+    """Start the range's cursor, or resume after it: a backfill larger than one run goes on
+    where the previous invocation stopped instead of starting over (and looping as partial)."""
+    assert plan.range_id is not None
+    cursor, done = warehouse.start_backfill(plan.range_id)
+    summary.backfill = {
+        "from": plan.range_id[0],
+        "to": plan.range_id[1],
+        "resumed_after": cursor,
+        "objects_done": done,
+        "finished": False,
+    }
+    if cursor is not None and (plan.start_after is None or cursor > plan.start_after):
+        plan = replace(plan, start_after=cursor)
+    return plan
 
 
 def _refresh_rollups(
@@ -243,7 +279,8 @@ def _commit(warehouse: Warehouse, plan: ListingPlan, batch: list[ObjectResult], 
     watermark = None
     if not plan.reprocess:
         watermark = next((r.ref.key for r in reversed(batch) if parse_event_key(r.ref.key)), None)
-    outcome = warehouse.load_batch(batch, plan.prefix, watermark, summary.run_id or 0)
+    # A backfill commits its cursor (any listed key: it is a listing position) with the batch.
+    outcome = warehouse.load_batch(batch, plan.prefix, watermark, summary.run_id or 0, plan.range_id)
     summary.batches += 1
     summary.rows_inserted += outcome.inserted
     summary.duplicates_skipped += outcome.duplicates
@@ -256,5 +293,8 @@ def _commit(warehouse: Warehouse, plan: ListingPlan, batch: list[ObjectResult], 
             summary.objects_quarantined += 1
             if len(summary.quarantined) < MAX_REPORTED_QUARANTINES:
                 summary.quarantined.append({"key": result.ref.key, "reason": result.error or ""})
+    if plan.range_id is not None:
+        summary.backfill["objects_done"] = summary.backfill.get("objects_done", 0) + len(outcome.results)
+        summary.backfill["cursor"] = batch[-1].ref.key
     if watermark is not None and (summary.watermark is None or watermark > summary.watermark):
         summary.watermark = watermark

@@ -47,6 +47,8 @@ class EtlConfig:
     db_retries: int = 4
     s3_retries: int = 4
     retry_base_seconds: float = 0.5
+    # A run-lock holder whose session is older than this is dead (no Lambda lives past 900 s).
+    lock_stale_seconds: float = 1000.0
 
     def __repr__(self) -> str:  # never print the password
         return f"EtlConfig(host={self.dwh_host!r}, db={self.dwh_database!r}, bucket={self.raw_bucket!r})"
@@ -99,6 +101,7 @@ class EtlConfig:
             db_retries=_int(env, "ETL_DB_RETRIES", 4, 0, 20),
             s3_retries=_int(env, "ETL_S3_RETRIES", 4, 0, 20),
             retry_base_seconds=_float(env, "ETL_RETRY_BASE_SECONDS", 0.5, 0.0, 60.0),
+            lock_stale_seconds=_float(env, "ETL_LOCK_STALE_SECONDS", 1000.0, 1.0, 86_400.0),
         )
 
 

@@ -43,6 +43,8 @@ class ListingPlan:
     reprocess: bool = False
     mode: str = "incremental"
     key_filter: Callable[[str], bool] | None = None
+    # A backfill's range as asked ({"from", "to"}): the key of its cursor in etl_backfills.
+    range_id: tuple[str, str] | None = None
 
 
 class BackfillError(ValueError):
@@ -115,6 +117,7 @@ def plan_backfill(prefix: str, event: dict[str, Any]) -> ListingPlan:
         reprocess=True,
         mode="backfill",
         key_filter=in_range,
+        range_id=(str(event["from"]).strip(), str(event["to"]).strip()),
     )
 
 

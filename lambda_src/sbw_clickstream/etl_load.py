@@ -82,6 +82,32 @@ _WATERMARK_SQL = (
 )
 
 
+# The session holding the run lock (a bigint advisory key is classid:objid, objsubid 1).
+_HOLDER_SQL = (
+    "SELECT a.pid, a.usename::text, a.application_name, host(a.client_addr), a.backend_start, a.state, "
+    "a.state_change, extract(epoch FROM now() - a.backend_start), a.usename = current_user "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND (l.classid::bigint << 32 | l.objid::bigint) = %s"
+)
+_BACKFILL_START_SQL = (
+    "INSERT INTO public.etl_backfills AS b (range_from, range_to, runs) VALUES (%s, %s, 1) "
+    "ON CONFLICT (range_from, range_to) DO UPDATE SET runs = b.runs + 1, updated_at = now(), "
+    # A finished range asked again starts over.
+    "cursor_key = CASE WHEN b.finished_at IS NULL THEN b.cursor_key END, "
+    "objects_done = CASE WHEN b.finished_at IS NULL THEN b.objects_done ELSE 0 END, "
+    "rows_inserted = CASE WHEN b.finished_at IS NULL THEN b.rows_inserted ELSE 0 END, "
+    "started_at = CASE WHEN b.finished_at IS NULL THEN b.started_at ELSE now() END, "
+    "finished_at = NULL "
+    "RETURNING cursor_key, objects_done"
+)
+_BACKFILL_CURSOR_SQL = (
+    "UPDATE public.etl_backfills SET cursor_key = %s, objects_done = objects_done + %s, "
+    "rows_inserted = rows_inserted + %s, updated_at = now() WHERE range_from = %s AND range_to = %s"
+)
+
+
 class LockNotRetakenError(RuntimeError):
     """After a reconnect the run lock was busy: our dead session may still hold it for a moment,
     or another run took over. Retried like a connection error, then fatal."""
@@ -113,10 +139,19 @@ class Warehouse:
         self._policy = policy
         self._lock_key = lock_key
         self._conn: Any = None
+        self._stale_seconds: float | None = None
+        # Who held the run lock when it was busy (or the stale holder that was ended).
+        self.lock_holder: dict[str, Any] | None = None
 
     # -- connection -------------------------------------------------------------------------
-    def open(self) -> bool:
-        """Connect (with retries) and take the run lock; False when another run holds it."""
+    def open(self, stale_seconds: float | None = None) -> bool:
+        """Connect (with retries) and take the run lock; False when another run holds it.
+
+        A holder whose session is older than `stale_seconds` (longer than any Lambda can live)
+        is a dead run whose connection the server has not noticed yet: it is ended
+        (pg_terminate_backend, allowed on sessions of the same role) and the lock taken.
+        """
+        self._stale_seconds = stale_seconds
         return self._with_retries("connect to the warehouse", self._open_once, reconnect=False)
 
     def _open_once(self) -> bool:
@@ -127,6 +162,14 @@ class Warehouse:
             cur.execute("SET TIME ZONE 'UTC'")
             cur.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
             locked = bool(cur.fetchone()[0])
+            if not locked:
+                self.lock_holder = self._holder(cur)
+                if self._is_stale(self.lock_holder):
+                    assert self.lock_holder is not None
+                    cur.execute("SELECT pg_terminate_backend(%s, 5000)", (self.lock_holder["pid"],))
+                    self.lock_holder["ended_as_stale"] = bool(cur.fetchone()[0])
+                    cur.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
+                    locked = bool(cur.fetchone()[0])
             if locked:
                 cur.execute(_STAGE_DDL)
         conn.commit()
@@ -134,6 +177,30 @@ class Warehouse:
         if not locked:
             self.close()
         return locked
+
+    def _holder(self, cur: Any) -> dict[str, Any] | None:
+        """The session holding the run lock, as pg_stat_activity shows it (None: gone meanwhile)."""
+        cur.execute(_HOLDER_SQL, (self._lock_key,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = ("pid", "user", "application_name", "client_addr", "backend_start", "state", "state_change")
+        holder = dict(zip(names, row[:-2], strict=True))
+        for name in ("backend_start", "state_change"):
+            holder[name] = holder[name].isoformat() if holder[name] is not None else None
+        # NULL for another role's session (pg_stat_activity hides its details from us).
+        holder["session_age_seconds"] = None if row[-2] is None else round(float(row[-2]), 1)
+        holder["same_user"] = bool(row[-1])
+        return holder
+
+    def _is_stale(self, holder: dict[str, Any] | None) -> bool:
+        return (
+            holder is not None
+            and self._stale_seconds is not None
+            and holder["same_user"]
+            and holder["session_age_seconds"] is not None
+            and holder["session_age_seconds"] > self._stale_seconds
+        )
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -229,6 +296,59 @@ class Warehouse:
 
         return self._with_retries("repair the watermark", repair)
 
+    def start_backfill(self, range_id: tuple[str, str]) -> tuple[str | None, int]:
+        """(cursor, objects done) of the range's unfinished backfill; (None, 0) for a new one."""
+
+        def start() -> tuple[str | None, int]:
+            with self._conn.cursor() as cur:
+                cur.execute(_BACKFILL_START_SQL, range_id)
+                cursor, done = cur.fetchone()
+            self._conn.commit()
+            return cursor, int(done)
+
+        return self._with_retries("start the backfill", start)
+
+    def finish_backfill(self, range_id: tuple[str, str]) -> None:
+        """The range was read to its end."""
+
+        def finish() -> None:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "UPDATE public.etl_backfills SET finished_at = now(), updated_at = now() "
+                    "WHERE range_from = %s AND range_to = %s",
+                    range_id,
+                )
+            self._conn.commit()
+
+        self._with_retries("finish the backfill", finish)
+
+    def open_backfill(self) -> tuple[str, str] | None:
+        """The unfinished backfill range touched least recently (what the catch-up continues)."""
+
+        def read() -> tuple[str, str] | None:
+            with self._conn.cursor() as cur:
+                cur.execute(
+                    "SELECT range_from, range_to FROM public.etl_backfills WHERE finished_at IS NULL "
+                    "ORDER BY updated_at LIMIT 1"
+                )
+                row = cur.fetchone()
+            self._conn.commit()
+            return (row[0], row[1]) if row else None
+
+        return self._with_retries("read open backfills", read)
+
+    def last_run_status(self) -> str | None:
+        """Status of the latest recorded run (None before the first)."""
+
+        def read() -> str | None:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT status FROM public.etl_runs ORDER BY run_id DESC LIMIT 1")
+                row = cur.fetchone()
+            self._conn.commit()
+            return row[0] if row else None
+
+        return self._with_retries("read the last run", read)
+
     def processed_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` already have an etl_objects row (loaded or quarantined)."""
 
@@ -282,15 +402,26 @@ class Warehouse:
 
     # -- loading ----------------------------------------------------------------------------
     def load_batch(
-        self, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int
+        self,
+        results: list[ObjectResult],
+        prefix: str,
+        watermark: str | None,
+        run_id: int,
+        backfill: tuple[str, str] | None = None,
     ) -> BatchOutcome:
-        """Commit one batch: rows, object bookkeeping and watermark in ONE transaction."""
+        """Commit one batch: rows, object bookkeeping and watermark (or, for a backfill, its
+        cursor: the batch's last key) in ONE transaction."""
         return self._with_retries(
-            "load a batch", lambda: self._load_batch_once(results, prefix, watermark, run_id)
+            "load a batch", lambda: self._load_batch_once(results, prefix, watermark, run_id, backfill)
         )
 
     def _load_batch_once(
-        self, results: list[ObjectResult], prefix: str, watermark: str | None, run_id: int
+        self,
+        results: list[ObjectResult],
+        prefix: str,
+        watermark: str | None,
+        run_id: int,
+        backfill: tuple[str, str] | None = None,
     ) -> BatchOutcome:
         conn = self._conn
         try:
@@ -303,6 +434,8 @@ class Warehouse:
                 staged, inserted, final = self._insert_one_by_one(cur, results)
         with conn.cursor() as cur:
             self._bookkeeping(cur, final, prefix, watermark, run_id)
+            if backfill is not None and final:
+                cur.execute(_BACKFILL_CURSOR_SQL, (final[-1].ref.key, len(final), inserted, *backfill))
         conn.commit()
         return BatchOutcome(staged, inserted, final)
 
