@@ -413,7 +413,7 @@ def test_etl_function_in_the_private_subnet_with_the_seed_environment() -> None:
         "SecurityGroupIds": [{"Ref": "SgLambdaEtlId"}],
     }
     env = _plain(fn["Environment"]["Variables"])
-    assert {k: v for k, v in env.items() if k != "POWERTOOLS_SERVICE_NAME"} == {
+    assert {k: v for k, v in env.items() if not k.startswith("POWERTOOLS_")} == {
         "DWH_HOST": {"Ref": "DwhHost"},
         "DWH_PORT": {"Ref": "DwhPort"},
         "DWH_USER": {"Ref": "DwhUser"},

@@ -132,7 +132,8 @@ def run_etl(
             open_range = warehouse.open_backfill()
             if open_range is not None:
                 plan = plan_backfill(config.prefix, {"from": open_range[0], "to": open_range[1]})
-            elif warehouse.last_run_status() != "partial":
+            elif warehouse.last_run_status() in (None, "succeeded"):
+                # Anything else (partial, failed, or 'running': killed at its timeout) is continued.
                 summary.status = "idle"
                 summary.duration_ms = int((time.monotonic() - started) * 1000)
                 return summary.as_dict()

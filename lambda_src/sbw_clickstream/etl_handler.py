@@ -2,8 +2,15 @@
 
 Configuration is read and validated once per container; the database password (SSM
 SecureString) is fetched once per container too. The handler logs the run's summary as one
-structured JSON line (Powertools Logger, correlation id = the invocation's request id) and returns
-it; a failure is logged and re-raised so that the invocation is marked failed.
+structured JSON line (Powertools Logger, correlation id = the invocation's request id; service
+name from the stack's POWERTOOLS_SERVICE_NAME) and returns it; a failure is logged and re-raised
+so that the invocation is marked failed. Each run also writes its metrics (run status, objects
+loaded and quarantined, lag) as one CloudWatch embedded-metric-format line (Powertools Metrics):
+the alarms of cloudformation/etl.yaml watch them, no API call and no endpoint needed.
+
+Invocations: the hourly schedule (any event), the catch-up schedule ({"trigger": "catch_up"}:
+O(1) unless the last run stopped early or a backfill is open), a manual run ({"trigger":
+"manual"}) or a backfill ({"from": ..., "to": ...}).
 
 Locally: `python -m sbw_clickstream.etl_handler [--from DAY --to DAY]` runs one invocation with
 the same environment variables (plus AWS_ENDPOINT_URL for the sandbox's moto server).
@@ -16,17 +23,25 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import psycopg2
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from sbw_clickstream.etl import run_etl
 from sbw_clickstream.etl_config import ConfigError, EtlConfig, resolve_password
+from sbw_clickstream.keys import parse_event_key, uuid7_time
 
-logger = Logger(service="sbw-etl")
+# Service name (log field and metric dimension): POWERTOOLS_SERVICE_NAME, set by the stack.
+logger = Logger()
+METRICS_NAMESPACE = "SBW/Clickstream"
+# Run statuses, each counted as its own metric (Run<Status>) so that an alarm can watch one.
+RUN_STATUSES = ("succeeded", "partial", "skipped", "failed", "idle")
+TRIGGERS = ("manual", "catch_up")
 
 _config: EtlConfig | None = None
 _s3: Any = None
@@ -76,15 +91,48 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         return psycopg2.connect(**config.dsn_kwargs(password))
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    trigger = "manual" if isinstance(event, dict) and event.get("trigger") == "manual" else "schedule"
+    asked = event.get("trigger") if isinstance(event, dict) else None
+    trigger = asked if asked in TRIGGERS else "schedule"
     try:
         summary = run_etl(config, _s3_client(config), connect, event, remaining, trigger=trigger)
     except Exception as exc:
         logger.exception("ETL run failed", extra={"error": str(exc)})
+        emit_metrics({"status": "failed"})
         raise
-    clean = summary["status"] == "succeeded" and not summary["objects_quarantined"]
+    clean = summary["status"] in ("succeeded", "idle") and not summary["objects_quarantined"]
     (logger.info if clean else logger.warning)("ETL run finished", extra={"summary": summary})
+    emit_metrics(summary)
     return summary
+
+
+def lag_seconds(summary: dict[str, Any], now: datetime) -> float | None:
+    """How far behind the incremental load is: 0 when the run reached the end of the listing,
+    else the age of the last key it committed (what waits is newer than that, up to now). None
+    for runs that say nothing about it (backfill, skipped, idle, failed)."""
+    if summary.get("mode") != "incremental" or summary.get("status") not in ("succeeded", "partial"):
+        return None
+    if summary["status"] == "succeeded":
+        return 0.0
+    parsed = parse_event_key(summary.get("watermark") or "")
+    if parsed is None or parsed[1].version != 7:
+        return None
+    return max(0.0, (now - uuid7_time(parsed[1])).total_seconds())
+
+
+def emit_metrics(summary: dict[str, Any], now: datetime | None = None) -> None:
+    """One EMF line with the run's metrics (namespace POWERTOOLS_METRICS_NAMESPACE or
+    SBW/Clickstream, dimension service = POWERTOOLS_SERVICE_NAME)."""
+    metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE)
+    status = summary.get("status", "failed")
+    for name in RUN_STATUSES:  # zeros too: an alarm then sees data, not gaps, between bad runs
+        metrics.add_metric(f"Run{name.title()}", MetricUnit.Count, 1 if status == name else 0)
+    metrics.add_metric("ObjectsLoaded", MetricUnit.Count, summary.get("objects_loaded", 0))
+    metrics.add_metric("ObjectsQuarantined", MetricUnit.Count, summary.get("objects_quarantined", 0))
+    metrics.add_metric("RowsInserted", MetricUnit.Count, summary.get("rows_inserted", 0))
+    lag = lag_seconds(summary, now or datetime.now(UTC))
+    if lag is not None:
+        metrics.add_metric("LagSeconds", MetricUnit.Seconds, lag)
+    metrics.flush_metrics()
 
 
 class _LocalContext:
