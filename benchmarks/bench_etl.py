@@ -6,6 +6,10 @@
 - objects/s with 20 ms per S3 request (in-process fake S3), and / 0 ms         goal >= 1,000 obj/s
 - rollup refresh at the end of a run (dashboard rollups, V005) rows/s / plain COPY (no goal: printed)
 - peak RSS of an ETL process loading 100,000 objects                           goal < 256 MiB
+- capacity: one hour of 100 requests/s single-event traffic (360,000 objects) at 20 ms per S3
+  request: objects/s, the run's length as a fraction of the deployed timeout (cloudformation/etl.yaml,
+  the figure sbw_ops.cost uses too) and the largest request rate one run / back-to-back catch-up runs
+  keep up with                                                                 (no goal: printed)
 - dashboard queries without / with the V003 indexes (the indexes' justification)
 
 Runs a private PostgreSQL 15 (the tests' fixture helpers) with the real migrations.
@@ -37,6 +41,7 @@ from sbw_clickstream.etl_load import Warehouse
 from sbw_clickstream.etl_read import COPY_COLUMNS, encode_object
 from sbw_clickstream.etl_retry import RetryPolicy
 from sbw_clickstream.keys import event_key, uuid7
+from sbw_ops.cost import ETL_SECONDS_PER_HOUR, ETL_TIMEOUT_S
 
 from tests.fixtures.postgres import PgServer, create_warehouse_template, start_pg_server
 
@@ -276,6 +281,31 @@ def _throughput(bench: Bench, objects: int, latency: float) -> float:
     return objects / seconds
 
 
+CAPACITY_OBJECTS = 360_000  # one hour at 100 requests/s, one event each
+
+
+def _capacity(bench: Bench, objects: int = CAPACITY_OBJECTS, latency: float = 0.020) -> None:
+    """The whole path (list, 64 concurrent GETs, parse, staged COPY, bookkeeping, rollup refresh)
+    over one hour of 100 req/s traffic, without a deadline, against the deployed timeout."""
+    db = bench.fresh()
+    config = bench.config(db)
+    fake = FakeS3(objects, latency=latency, events=1)
+    started = time.perf_counter()
+    summary = run_etl(config, fake, connector(config))
+    seconds = time.perf_counter() - started
+    bench.server.drop_database(db)
+    assert summary["objects_loaded"] == objects and summary["status"] == "succeeded", summary
+    rate = objects / seconds
+    one_run = rate * (ETL_TIMEOUT_S - config.deadline_margin_seconds) / 3600
+    print(
+        f"capacity: {objects:,} objects (1 h of 100 req/s x 1 event) at {latency * 1000:.0f} ms per S3 "
+        f"request: "
+        f"{rate:,.0f} objects/s, {seconds:,.0f} s = {seconds / ETL_TIMEOUT_S:.2f} x the deployed timeout "
+        f"({ETL_TIMEOUT_S} s); one hourly run keeps up with {one_run:,.0f} req/s, back-to-back catch-up runs "
+        f"with {rate * ETL_SECONDS_PER_HOUR / 3600:,.0f} req/s"
+    )
+
+
 def _rss_kib() -> int:
     with open("/proc/self/status", encoding="ascii") as status:
         for line in status:
@@ -426,6 +456,7 @@ def main() -> None:
             f"{mem['peak_kib'] / 1024:.0f} MiB)"
         )
         _indexes(bench)
+        _capacity(bench)
     finally:
         bench.stop()
 

@@ -65,6 +65,8 @@ class RunSummary:
     watermark: str | None = None
     watermark_repaired_from: str | None = None
     backfill: dict[str, Any] = field(default_factory=dict)
+    # Field name -> objects whose events carried it without a column (kept in `extra`).
+    fields_kept_in_extra: dict[str, int] = field(default_factory=dict)
     # The session holding the run lock when the run was skipped (or the stale one it ended).
     lock_holder: dict[str, Any] | None = None
     stopped_early: bool = False
@@ -248,7 +250,9 @@ def _run(
                 return
 
     def read(ref: ObjectRef) -> ObjectResult:
-        return read_object(s3, config.raw_bucket, ref, config.max_object_bytes, policy, get_calls)
+        return read_object(
+            s3, config.raw_bucket, ref, config.max_object_bytes, policy, get_calls, warehouse.columns
+        )
 
     batch: list[ObjectResult] = []
     batch_rows = 0
@@ -288,6 +292,8 @@ def _commit(warehouse: Warehouse, plan: ListingPlan, batch: list[ObjectResult], 
     for result in outcome.results:
         if result.status == "loaded":
             summary.objects_loaded += 1
+            for name in result.extra_fields:
+                summary.fields_kept_in_extra[name] = summary.fields_kept_in_extra.get(name, 0) + 1
             summary.legacy_events += result.legacy_events
             summary.event_ids_derived += result.derived_ids
         else:

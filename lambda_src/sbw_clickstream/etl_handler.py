@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"etl: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))
-    return 0 if summary["status"] in ("succeeded", "skipped") else 3
+    return 0 if summary["status"] in ("succeeded", "skipped", "idle") else 3
 
 
 if __name__ == "__main__":

@@ -31,43 +31,39 @@ T = TypeVar("T")
 # pg_try_advisory_lock key of SBW_Lamda_ETL (per database).
 ETL_LOCK_KEY = 0x5B3E_7A11
 
-# The staging table: same column types as clickstream_events (tests/test_migrations.py compares them).
-STAGE_COLUMN_TYPES: dict[str, str] = {
-    "event_id": "uuid",
-    "event_timestamp": "timestamptz",
-    "event_name": "text",
-    "user_id": "text",
-    "user_login_state": "text",
-    "identity_source": "text",
-    "client_id": "text",
-    "session_id": "text",
-    "is_first_visit": "boolean",
-    "context_product_id": "text",
-    "context_product_name": "text",
-    "context_product_category": "text",
-    "context_product_brand": "text",
-    "context_product_price": "numeric(12,2)",
-    "context_product_discount_price": "numeric(12,2)",
-    "context_product_url_path": "text",
-    "received_at": "timestamptz",
-    "schema_version": "text",
-    "user_agent": "text",
-    "client_ip": "text",
-    "source_key": "text",
-}
-assert tuple(STAGE_COLUMN_TYPES) == COPY_COLUMNS, "staging columns must follow COPY_COLUMNS"
+# The warehouse's columns and their types, read from the catalog (readable without any privilege
+# on the table): the staging table copies them, so adding a column is one migration, no ETL edit.
+_COLUMNS_SQL = (
+    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+    "WHERE a.attrelid = 'public.clickstream_events'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+)
+# Columns without which nothing can load (the others may lag behind the contract: see `extra`).
+_REQUIRED_COLUMNS = ("event_id", "event_timestamp", "event_name", "extra", "source_key")
 
-_COLUMNS = ", ".join(COPY_COLUMNS)
-_STAGE_DDL = (
-    "CREATE TEMP TABLE IF NOT EXISTS etl_stage ("
-    + ", ".join(f"{name} {kind}" for name, kind in STAGE_COLUMN_TYPES.items())
-    + ") ON COMMIT DELETE ROWS"
-)
-_COPY_SQL = f"COPY etl_stage ({_COLUMNS}) FROM STDIN"
-_INSERT_SQL = (
-    f"INSERT INTO public.clickstream_events ({_COLUMNS}) "
-    f"SELECT {_COLUMNS} FROM etl_stage ON CONFLICT DO NOTHING"
-)
+
+def load_statements(types: dict[str, str]) -> tuple[tuple[str, ...], str, str, str]:
+    """(COPY columns present in the warehouse, staging DDL, COPY, INSERT) for its column types."""
+    missing = [name for name in _REQUIRED_COLUMNS if name not in types]
+    if missing:
+        raise EtlError(
+            f"clickstream_events has no column {', '.join(missing)}: apply the warehouse migrations "
+            "(dw_schema role) before this ETL"
+        )
+    columns = tuple(name for name in COPY_COLUMNS if name in types)
+    names = ", ".join(columns)
+    ddl = (
+        "CREATE TEMP TABLE IF NOT EXISTS etl_stage ("
+        + ", ".join(f"{name} {types[name]}" for name in columns)
+        + ") ON COMMIT DELETE ROWS"
+    )
+    copy = f"COPY etl_stage ({names}) FROM STDIN"
+    insert = (
+        f"INSERT INTO public.clickstream_events ({names}) "
+        f"SELECT {names} FROM etl_stage ON CONFLICT DO NOTHING"
+    )
+    return columns, ddl, copy, insert
+
+
 _OBJECTS_SQL = (
     "INSERT INTO public.etl_objects (object_key, etag, size_bytes, status, rows_in_object, error, run_id) "
     "VALUES %s ON CONFLICT (object_key) DO UPDATE SET etag = EXCLUDED.etag, "
@@ -140,6 +136,9 @@ class Warehouse:
         self._lock_key = lock_key
         self._conn: Any = None
         self._stale_seconds: float | None = None
+        # The COPY columns the warehouse has, and the statements for them (set by open()).
+        self.columns: tuple[str, ...] = COPY_COLUMNS
+        self._copy_sql = self._insert_sql = ""
         # Who held the run lock when it was busy (or the stale holder that was ended).
         self.lock_holder: dict[str, Any] | None = None
 
@@ -171,7 +170,9 @@ class Warehouse:
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
                     locked = bool(cur.fetchone()[0])
             if locked:
-                cur.execute(_STAGE_DDL)
+                cur.execute(_COLUMNS_SQL)
+                self.columns, ddl, self._copy_sql, self._insert_sql = load_statements(dict(cur.fetchall()))
+                cur.execute(ddl)
         conn.commit()
         self._conn = conn
         if not locked:
@@ -439,14 +440,13 @@ class Warehouse:
         conn.commit()
         return BatchOutcome(staged, inserted, final)
 
-    @staticmethod
-    def _insert(cur: Any, loaded: list[ObjectResult], clear: bool = False) -> tuple[int, int]:
+    def _insert(self, cur: Any, loaded: list[ObjectResult], clear: bool = False) -> tuple[int, int]:
         """COPY into the staging table, then insert what is new. The staging table empties itself
         at commit (ON COMMIT DELETE ROWS); `clear` empties it now (several inserts per transaction)."""
         if not loaded:
             return 0, 0
-        cur.copy_expert(_COPY_SQL, io.BytesIO(b"".join(r.data for r in loaded)))
-        cur.execute(_INSERT_SQL)
+        cur.copy_expert(self._copy_sql, io.BytesIO(b"".join(r.data for r in loaded)))
+        cur.execute(self._insert_sql)
         inserted = cur.rowcount
         if clear:
             cur.execute("TRUNCATE etl_stage")

@@ -21,7 +21,7 @@ import json
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +31,14 @@ from sbw_clickstream.etl_listing import ObjectRef
 from sbw_clickstream.etl_retry import OBJECT_S3_CODES, RetryPolicy, call_with_retries, s3_error_code
 from sbw_clickstream.keys import parse_event_key
 
-# Column order of the COPY rows (= the staging table's columns).
-COPY_COLUMNS: tuple[str, ...] = (*EVENT_FIELDS, *ENRICHMENT_FIELDS, "source_key")
+# Fields of a stored event that the contract (this ETL's version of it) knows.
+STORED_FIELDS: tuple[str, ...] = (*EVENT_FIELDS, *ENRICHMENT_FIELDS)
+_STORED_SET = frozenset(STORED_FIELDS)
+# Every column the ETL may write, in COPY order. `extra` (V007) keeps, as JSON, the fields this ETL
+# has no column for: fields of a newer ingest's contract (deployed before this ETL) or a contract
+# field whose migration is not applied yet. Nothing is dropped, nothing quarantined for it; the
+# migration that adds the column moves them out of `extra` (docs/architecture.md, schema evolution).
+COPY_COLUMNS: tuple[str, ...] = (*STORED_FIELDS, "extra", "source_key")
 # Namespace of the ids derived for events that have none (fixed forever: changing it re-keys rows).
 EVENT_ID_NAMESPACE = uuid.UUID("6c1b7f0e-3f4d-5b8a-9d2e-5b5741ac0e75")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -55,6 +61,8 @@ class ObjectResult:
     error: str | None = None
     legacy_events: int = 0
     derived_ids: int = 0
+    # Fields kept in `extra` (unknown to this ETL's contract, or without a column yet).
+    extra_fields: tuple[str, ...] = ()
 
 
 def derive_event_id(key: str, line: int) -> str:
@@ -117,8 +125,30 @@ def _is_storable(text: str) -> bool:
     return True
 
 
-def _row(event: dict[str, Any], key: str) -> str:
-    return "\t".join([*(_copy_value(event.get(name)) for name in COPY_COLUMNS[:-1]), _copy_value(key)]) + "\n"
+def _row(event: dict[str, Any], key: str, columns: Sequence[str], extra: dict[str, Any] | None) -> str:
+    values = []
+    for name in columns:
+        if name == "source_key":
+            values.append(_copy_value(key))
+        elif name == "extra":
+            values.append(_copy_value(json.dumps(extra, ensure_ascii=False) if extra else None))
+        else:
+            values.append(_copy_value(event.get(name)))
+    return "\t".join(values) + "\n"
+
+
+def split_unknown(event: dict[str, Any], columns: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the fields this ETL's contract knows, the others); `columns` moves known fields that the
+    warehouse has no column for (yet) to the others too."""
+    if all(name in _STORED_SET for name in event):
+        known, unknown = event, {}
+    else:
+        known = {k: v for k, v in event.items() if k in _STORED_SET}
+        unknown = {k: v for k, v in event.items() if k not in _STORED_SET}
+    missing = [name for name in known if name not in columns and known[name] is not None]
+    if missing:
+        unknown = {**unknown, **{name: known[name] for name in missing}}
+    return known, unknown
 
 
 def _describe(violations: list[Any]) -> str:
@@ -130,35 +160,45 @@ def is_legacy_event(event: dict[str, Any]) -> bool:
     return not any(name in event for name in ENRICHMENT_FIELDS)
 
 
-def encode_object(ref: ObjectRef, data: bytes) -> ObjectResult:
+def encode_object(ref: ObjectRef, data: bytes, columns: Sequence[str] = COPY_COLUMNS) -> ObjectResult:
     """Parse, validate and encode one object's bytes (never raises for bad content).
 
     Ingest's events are checked against the stored-event contract. Legacy events (no enrichment
     field at all) are checked against the client contract and keep NULL enrichment columns.
-    A missing event_id is derived deterministically (see module docstring).
+    A missing event_id is derived deterministically (see module docstring). Fields the contract
+    does not know (a newer ingest's) are not validated but kept in `extra`, never a reason to
+    quarantine. `columns`: the COPY columns the warehouse has (Warehouse.columns).
     """
     try:
         events = parse_events(data)
         if not events:
             raise ObjectError("no events in object")
         derived = legacy = 0
+        present = frozenset(columns)
+        rows: list[str] = []
+        kept: set[str] = set()
         for line, event in events:
             if not isinstance(event, dict):
                 raise ObjectError(f"line {line}: an event must be a JSON object, not {type(event).__name__}")
             if "event_id" not in event:
                 event["event_id"] = derive_event_id(ref.key, line)
                 derived += 1
-            if is_legacy_event(event):
+            known, unknown = split_unknown(event, present)
+            if is_legacy_event(known):
                 legacy += 1
-                violations = validate_event(event)
+                violations = validate_event(known)
             else:
-                violations = validate_stored_event(event)
+                violations = validate_stored_event(known)
             if violations:
                 raise ObjectError(f"line {line}: invalid event: {_describe(violations)}")
-        text = "".join(_row(event, ref.key) for _, event in events)
+            kept.update(unknown)
+            rows.append(_row(known, ref.key, columns, unknown))
+        text = "".join(rows)
         if not _is_storable(text):  # the contract rejects these already; never send them to COPY
             raise ObjectError("contains NUL characters or lone surrogates that PostgreSQL text cannot store")
-        return ObjectResult(ref, "loaded", text.encode("utf-8"), len(events), None, legacy, derived)
+        result = ObjectResult(ref, "loaded", text.encode("utf-8"), len(events), None, legacy, derived)
+        result.extra_fields = tuple(sorted(kept))
+        return result
     except ObjectError as exc:
         return quarantined(ref, str(exc))
 
@@ -178,6 +218,7 @@ def read_object(
     max_bytes: int,
     policy: RetryPolicy,
     on_call: Callable[[], None] | None = None,
+    columns: Sequence[str] = COPY_COLUMNS,
 ) -> ObjectResult:
     """GET one object (retrying transient errors) and encode it.
 
@@ -224,7 +265,7 @@ def read_object(
             data = gunzip(data, max_bytes)
         except ObjectError as exc:
             return quarantined(ref, str(exc))
-    return encode_object(ref, data)
+    return encode_object(ref, data, columns)
 
 
 def gunzip(data: bytes, max_bytes: int) -> bytes:
