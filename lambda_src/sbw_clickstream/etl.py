@@ -65,6 +65,8 @@ class RunSummary:
     watermark: str | None = None
     watermark_repaired_from: str | None = None
     backfill: dict[str, Any] = field(default_factory=dict)
+    # What dw_maintain_partitions() did: {"cutoff", "created", "dropped"} (V009).
+    lifecycle: dict[str, Any] = field(default_factory=dict)
     # Field name -> objects whose events carried it without a column (kept in `extra`).
     fields_kept_in_extra: dict[str, int] = field(default_factory=dict)
     # The session holding the run lock when the run was skipped (or the stale one it ended).
@@ -140,6 +142,8 @@ def run_etl(
                 summary.duration_ms = int((time.monotonic() - started) * 1000)
                 return summary.as_dict()
         summary.run_id = warehouse.start_run(trigger)
+        # Partitions ahead (a month without one would load into the DEFAULT partition) and retention.
+        summary.lifecycle = warehouse.maintain_partitions()
         if plan is not None:
             summary.mode = "backfill"
             plan = _resume_backfill(warehouse, plan, summary)

@@ -350,6 +350,19 @@ class Warehouse:
 
         return self._with_retries("read the last run", read)
 
+    def maintain_partitions(self) -> dict[str, Any]:
+        """dw_maintain_partitions() (V009): the coming months' partitions, and the retention set by
+        the dw_schema role; returns what it did."""
+
+        def maintain() -> dict[str, Any]:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT public.dw_maintain_partitions()")
+                done = dict(cur.fetchone()[0])
+            self._conn.commit()
+            return done
+
+        return self._with_retries("maintain the event partitions", maintain)
+
     def processed_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of `keys` already have an etl_objects row (loaded or quarantined)."""
 
