@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg2
 import pytest
+import yaml
+from cfnlint.decode import cfn_yaml
 from sbw_clickstream.etl import run_etl
 from sbw_clickstream.keys import uuid7
 
@@ -97,3 +100,28 @@ def test_retention_drops_old_months_and_their_rollup_cells(dw_db: PgDatabase, s3
             cur.execute("UPDATE dw_lifecycle SET retention_months = 1")
     finally:
         conn.close()
+
+
+def test_raw_objects_expire_by_the_same_retention_setting() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    storage = cfn_yaml.load(str(repo / "cloudformation" / "storage.yaml"))
+    rules = storage["Resources"]["RawBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (conditional,) = [r for r in rules if "Fn::If" in r]
+    condition, rule, otherwise = conditional["Fn::If"]
+    assert condition == "HasRawEventsRetention" and otherwise == {"Ref": "AWS::NoValue"}
+    assert rule["Prefix"] == "events/" and rule["ExpirationInDays"] == {"Ref": "RawEventsRetentionDays"}
+    assert storage["Parameters"]["RawEventsRetentionDays"]["Default"] == "0"  # 0: keep forever
+    # One setting: the stack gets 28 days per month of sbw_retention_months, the warehouse the months.
+    stacks = (repo / "playbooks" / "stacks.yml").read_text()
+    assert 'RawEventsRetentionDays: "{{ (sbw_retention_months | default(0) | int) * 28 }}"' in stacks
+    defaults = yaml.safe_load((repo / "roles" / "dw_schema" / "defaults" / "main.yml").read_text())
+    assert defaults["dw_schema_retention_months"] == "{{ sbw_retention_months | default(0) }}"
+    # 28 days a month (February's length) expire a raw object before its month's partition is
+    # dropped (at the start of the month retention_months + 1 after it): a backfill cannot bring a
+    # dropped month back. (A late object of the next month's keys may still hold such events: they
+    # would go to the DEFAULT partition, which the next maintenance empties below the cutoff.)
+    for months in (1, 3, 13):
+        written_last = datetime(2026, 1, 31, 23, 59, tzinfo=UTC)
+        expires = written_last + timedelta(days=28 * months)
+        dropped = datetime(2026 + (months + 1) // 12, (months + 1) % 12 + 1, 1, tzinfo=UTC)
+        assert expires < dropped, months
