@@ -43,7 +43,7 @@ COPY_COLUMNS: tuple[str, ...] = (*STORED_FIELDS, "extra", "source_key")
 EVENT_ID_NAMESPACE = uuid.UUID("6c1b7f0e-3f4d-5b8a-9d2e-5b5741ac0e75")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _MAX_REASON = 1000
-_GZIP_MAGIC = b"\x1f\x8b"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ObjectError(ValueError):
@@ -260,7 +260,7 @@ def read_object(
         raise
     if len(data) > max_bytes:
         return quarantined(ref, f"too large: more than ETL_MAX_OBJECT_BYTES {max_bytes} bytes")
-    if data.startswith(_GZIP_MAGIC):
+    if data.startswith(GZIP_MAGIC):
         try:
             data = gunzip(data, max_bytes)
         except ObjectError as exc:
