@@ -14,23 +14,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sbw_ops.local_api import READY_PREFIX, LocalApi, build_event, serve
+from sbw_ops.local_api import READY_PREFIX, LocalApi, build_event
 
 from tests.fixtures.moto import S3Bucket
 from tests.ingest_support import valid_event
+from tests.service_support import running_local_api
 
 LAMBDA_SRC = Path(__file__).resolve().parents[1] / "lambda_src"
 
 
 @pytest.fixture
 def api(s3_bucket: S3Bucket) -> Iterator[LocalApi]:
-    server = serve(
-        s3_bucket.name, s3_bucket.endpoint_url, extra_env={"CORS_ALLOW_ORIGINS": "https://shop.example"}
-    )
-    try:
+    with running_local_api(s3_bucket, extra_env={"CORS_ALLOW_ORIGINS": "https://shop.example"}) as server:
         yield server
-    finally:
-        server.shutdown()
 
 
 def request(
