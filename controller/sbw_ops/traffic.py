@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import requests
 from requests.adapters import HTTPAdapter
+from sbw_clickstream import contract
 from urllib3.util.retry import Retry
 
 from sbw_ops import catalog as catalog_module
@@ -190,9 +191,9 @@ def _weighted(rng: random.Random, pairs: Sequence[tuple[Any, float]]) -> Any:
     return pairs[-1][0]
 
 
-def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 with milliseconds and the moment's own UTC offset (`2024-06-01T10:00:00.123+08:00`)."""
-    return moment.isoformat(timespec="milliseconds")
+def event_time(moment: datetime) -> str:
+    """How a browser writes `event_timestamp`: milliseconds, in the visitor's own UTC offset."""
+    return contract.format_timestamp(moment, utc=False, timespec="milliseconds")
 
 
 class ShopperSimulator:
@@ -341,7 +342,7 @@ class ShopperSimulator:
             # "logout" is sent by the user who logs out; the login state it carries is the one before.
             signed_in = state or name == "logout"
             event: dict[str, Any] = {
-                "event_timestamp": format_timestamp((start + timedelta(seconds=offset)).astimezone(tz)),
+                "event_timestamp": event_time((start + timedelta(seconds=offset)).astimezone(tz)),
                 "event_name": name,
                 "user_id": visitor.user_sub if signed_in else None,
                 "user_login_state": "logged_in" if signed_in else "guest",
@@ -806,8 +807,8 @@ def run(
         latency_p99_ms=round(percentile(stats.latencies, 99) * 1000, 2),
         latency_max_ms=round(max(stats.latencies, default=0.0) * 1000, 2),
         events_per_second=round(events / elapsed, 1) if elapsed > 0 else 0.0,
-        first_timestamp=format_timestamp(first_ts.astimezone(UTC)) if first_ts else None,
-        last_timestamp=format_timestamp(last_ts.astimezone(UTC)) if last_ts else None,
+        first_timestamp=event_time(first_ts.astimezone(UTC)) if first_ts else None,
+        last_timestamp=event_time(last_ts.astimezone(UTC)) if last_ts else None,
         stopped_because=stopped,
         errors=list(stats.errors),
         keys=list(stats.keys),
