@@ -45,7 +45,11 @@ def running_local_api(bucket: S3Bucket, **kwargs: Any) -> Iterator[LocalApi]:
 
 @contextlib.contextmanager
 def local_api_process(
-    bucket: S3Bucket, log_path: Path, extra_env: dict[str, str] | None = None, cors_origins: str | None = None
+    bucket: S3Bucket,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    cors_origins: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """Run `python -m sbw_ops.local_api` on a free port for `bucket`; yield its /clickstream URL."""
     from sbw_ops.local_api import READY_PREFIX
@@ -60,6 +64,7 @@ def local_api_process(
         bucket.name,
         "--s3-endpoint-url",
         str(bucket.endpoint_url),
+        *extra_args,
     ]
     if cors_origins:
         cmd += ["--cors-origins", cors_origins]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T", int, float)
 
 # S3's naming rules for general purpose buckets: 3-63 characters of lower-case letters, digits, dots and
 # hyphens, starting and ending with a letter or digit; no two adjacent dots, not an IPv4 address, not
@@ -43,27 +46,22 @@ def required(env: Mapping[str, str], name: str, expected: str | None = None) -> 
 
 def integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """An integer in low..high; `default` when unset."""
-    raw = optional(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not an integer (expected {low}..{high})") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
+    return _ranged(env, name, default, low, high, int, "an integer")
 
 
 def number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     """A number in low..high; `default` when unset."""
+    return _ranged(env, name, default, low, high, float, "a number")
+
+
+def _ranged(env: Mapping[str, str], name: str, default: T, low: T, high: T, parse: type[T], kind: str) -> T:
     raw = optional(env, name)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a number (expected {low}..{high})") from None
+        raise ConfigError(name, f"{raw!r} is not {kind} (expected {low}..{high})") from None
     if not low <= value <= high:
         raise ConfigError(name, f"{value} is outside {low}..{high}")
     return value
