@@ -269,13 +269,15 @@ def test_stage_prefix_is_removed_from_the_path() -> None:
         {"context_product_name": 'Ünïcode ☕ "quoted" \\ back'},
     ],
 )
-def test_fast_serialisation_equals_enrich_then_serialise(
+def test_stored_object_holds_the_enriched_events_and_their_ids(
     patch: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx = ingest.RequestContext("2026-11-25T12:00:00.000000Z", 'UA "x"', None)
     events = [{**EVENT, **patch}, dict(EVENT)]
     ids = keys.uuid7_strings(2)
     monkeypatch.setattr(keys, "uuid7_strings", lambda count, unix_ms=None: ids[:count])
-    body, event_ids = ingest.enriched_ndjson(events, ctx)
-    assert body == ingest.serialise_ndjson(ingest.enrich_events(events, ctx))
-    assert event_ids == [json.loads(line)["event_id"] for line in body.decode().splitlines()]
+    body, event_ids = ingest.ndjson_body(events, ctx)
+    stored = [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    assert stored == [ingest.enrich_event(e, ctx, new_id) for e, new_id in zip(events, ids, strict=True)]
+    assert event_ids == [event["event_id"] for event in stored]
+    assert body.endswith(b"\n") and body.count(b"\n") == 2
