@@ -127,15 +127,18 @@ def test_gzip_bomb_is_stopped_at_the_limit() -> None:
 
 
 def test_parse_single_and_batch() -> None:
-    assert ingest.parse_events(json.dumps(EVENT).encode(), 500) == ([EVENT], False)
-    assert ingest.parse_events(json.dumps({"events": [EVENT, EVENT]}).encode(), 500) == ([EVENT, EVENT], True)
+    assert ingest.events_of_body(json.dumps(EVENT).encode(), 500) == ([EVENT], False)
+    assert ingest.events_of_body(json.dumps({"events": [EVENT, EVENT]}).encode(), 500) == (
+        [EVENT, EVENT],
+        True,
+    )
     with pytest.raises(RequestRejectedError) as err:
-        ingest.parse_events(json.dumps({"events": [EVENT] * 3}).encode(), 2)
+        ingest.events_of_body(json.dumps({"events": [EVENT] * 3}).encode(), 2)
     assert err.value.status == 413
     with pytest.raises(RequestRejectedError, match="NaN"):
-        ingest.parse_events(b'{"a": NaN}', 500)
+        ingest.events_of_body(b'{"a": NaN}', 500)
     with pytest.raises(RequestRejectedError) as err:
-        ingest.parse_events(b'{"events": [], "x/y~": 1}', 500)
+        ingest.events_of_body(b'{"events": [], "x/y~": 1}', 500)
     assert [v.pointer for v in err.value.violations] == ["/x~1y~0"]
 
 
