@@ -12,7 +12,6 @@ order. The handler (`ingest_handler.py`) only adapts API Gateway events and logs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,15 +28,14 @@ from sbw_clickstream.ingest_enrich import (
     truncate_ip,
 )
 from sbw_clickstream.ingest_http import (
+    HttpSurface,
+    IngestOutcome,
     IngestRequest,
     IngestResponse,
     RequestRejectedError,
     check_content_type,
-    check_route,
-    cors_headers,
     decode_body,
     gunzip_limited,
-    preflight_response,
 )
 from sbw_clickstream.ingest_store import failed_record, write_events, write_failed_record
 from sbw_clickstream.ingest_validate import events_of_body, validate_batch
@@ -45,6 +43,7 @@ from sbw_clickstream.ingest_validate import events_of_body, validate_batch
 __all__ = [
     "MAX_USER_AGENT_CHARS",
     "RETRY_AFTER_SECONDS",
+    "HttpSurface",
     "IngestOutcome",
     "IngestRequest",
     "IngestResponse",
@@ -59,7 +58,9 @@ __all__ = [
     "failed_record",
     "gunzip_limited",
     "handle_request",
+    "http_surface",
     "ndjson_body",
+    "reject",
     "request_context",
     "serialise_ndjson",
     "truncate_ip",
@@ -67,18 +68,6 @@ __all__ = [
 ]
 
 RETRY_AFTER_SECONDS = 1
-
-
-@dataclass(frozen=True, slots=True)
-class IngestOutcome:
-    """What happened to one request: the response plus what the handler logs."""
-
-    response: IngestResponse
-    event_key: str | None = None
-    events: int = 0
-    failed_key: str | None = None
-    storage_error: str | None = None
-    failed_record_error: str | None = None
 
 
 def accept(
@@ -99,16 +88,15 @@ def accept(
 def handle_request(
     request: IngestRequest, config: IngestConfig, s3: Any, now: datetime | None = None
 ) -> IngestOutcome:
-    """Answer one request: route, accept, write; record rejections under failed/ when switched on."""
+    """Answer a POST on the ingest path: accept, write; record a rejection under failed/ when switched on.
+
+    Routing and CORS are the HTTP surface's (`ingest_http.HttpSurface`), which calls this.
+    """
     received_at = now or datetime.now(UTC)
-    cors = cors_headers(request.headers.get("origin"), config)
     try:
-        check_route(request, config)
-        if request.method == "OPTIONS":
-            return IngestOutcome(preflight_response(request, config))
         events, ctx = accept(request, config, received_at)
     except RequestRejectedError as rejection:
-        return _rejected(request, rejection, config, s3, received_at, cors)
+        return reject(request, rejection, config, s3, received_at)
     object_id = keys.uuid7(int(received_at.timestamp() * 1000))
     key = keys.event_key(received_at, object_id)
     body, event_ids = ndjson_body(events, ctx)
@@ -124,7 +112,7 @@ def handle_request(
                     f"{RETRY_AFTER_SECONDS} s",
                     **({"request_id": request.request_id} if request.request_id else {}),
                 },
-                {**cors, "retry-after": str(RETRY_AFTER_SECONDS)},
+                {"retry-after": str(RETRY_AFTER_SECONDS)},
             ),
             events=len(events),
             storage_error=f"{type(exc).__name__}: {exc}",
@@ -138,24 +126,22 @@ def handle_request(
                 "key": key,
                 "received_at": ctx.received_at,
             },
-            cors,
         ),
         event_key=key,
         events=len(events),
     )
 
 
-def _rejected(
+def reject(
     request: IngestRequest,
     rejection: RequestRejectedError,
     config: IngestConfig,
     s3: Any,
-    received_at: datetime,
-    cors: dict[str, str],
+    received_at: datetime | None = None,
 ) -> IngestOutcome:
-    response = IngestResponse(
-        rejection.status, rejection.body(request.request_id), {**cors, **rejection.headers}
-    )
+    """The 4xx answer to a refused request, and its record under failed/ (unless switched off)."""
+    received_at = received_at or datetime.now(UTC)
+    response = IngestResponse(rejection.status, rejection.body(request.request_id), dict(rejection.headers))
     if not config.failed_records:
         return IngestOutcome(response)
     key = keys.failed_key(received_at, keys.uuid7(int(received_at.timestamp() * 1000)))
@@ -165,3 +151,12 @@ def _rejected(
     except Exception as exc:  # the record is diagnostics only: the client still gets its 4xx
         return IngestOutcome(response, failed_record_error=f"{type(exc).__name__}: {exc}")
     return IngestOutcome(response, failed_key=key)
+
+
+def http_surface(config: IngestConfig, s3: Any) -> HttpSurface:
+    """The whole HTTP API of the function: routing and CORS around handle_request and reject."""
+    return HttpSurface(
+        config,
+        post=lambda request: handle_request(request, config, s3),
+        reject=lambda request, rejection: reject(request, rejection, config, s3),
+    )

@@ -1,5 +1,6 @@
-"""The HTTP side of clickstream-lambda-ingest: the request and response it sees, routing, CORS, and
-decoding the body (content type, base64, gzip, size) into bytes.
+"""The HTTP side of clickstream-lambda-ingest: the request and response it sees, routing and CORS (on
+AWS Lambda Powertools' `APIGatewayHttpResolver` with `CORSConfig`), and decoding the body (content
+type, base64, gzip, size) into bytes.
 
 Every refusal is a `RequestRejectedError` carrying its 4xx status, an error code and a message that
 says what to send instead; `sbw_clickstream.ingest` turns it into the response and the failed record.
@@ -11,9 +12,11 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 
 from sbw_clickstream.contract import Violation
 from sbw_clickstream.ingest_config import IngestConfig
@@ -21,7 +24,7 @@ from sbw_clickstream.ingest_config import IngestConfig
 JSON_CONTENT_TYPE = "application/json"
 MAX_VIOLATIONS_REPORTED = 1000
 ALLOWED_METHODS = "POST, OPTIONS"
-ALLOWED_REQUEST_HEADERS = "content-type, content-encoding"
+PREFLIGHT_MAX_AGE_SECONDS = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +70,11 @@ class IngestResponse:
     body: dict[str, Any] | None
     headers: dict[str, str] = field(default_factory=dict)
 
-    def to_apigw_v2(self) -> dict[str, Any]:
-        """As an API Gateway HTTP API payload 2.0 response."""
-        headers = dict(self.headers)
+    def json_text(self) -> str:
+        """The body as compact JSON ("" for no body)."""
         if self.body is None:
-            return {"statusCode": self.status, "headers": headers, "body": "", "isBase64Encoded": False}
-        headers["content-type"] = JSON_CONTENT_TYPE
-        return {
-            "statusCode": self.status,
-            "headers": headers,
-            "body": json.dumps(self.body, ensure_ascii=False, separators=(",", ":")),
-            "isBase64Encoded": False,
-        }
+            return ""
+        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":"))
 
 
 class RequestRejectedError(Exception):
@@ -110,50 +106,103 @@ class RequestRejectedError(Exception):
         return body
 
 
-# --- routing and CORS ---------------------------------------------------------------------------
+# --- routing and CORS: Powertools' event handler ------------------------------------------------
 
 
-def cors_headers(origin: str | None, config: IngestConfig) -> dict[str, str]:
-    """CORS response headers for a request from `origin` (none when the origin is not allowed)."""
-    if config.cors_allow_origins == ("*",):
-        return {"access-control-allow-origin": "*", "access-control-expose-headers": "retry-after"}
-    if origin and origin.rstrip("/") in config.cors_allow_origins:
-        return {
-            "access-control-allow-origin": origin,
-            "access-control-expose-headers": "retry-after",
-            "vary": "origin",
-        }
-    return {"vary": "origin"}
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """What happened to one request: the response plus what the handler logs."""
+
+    response: IngestResponse
+    event_key: str | None = None
+    events: int = 0
+    failed_key: str | None = None
+    storage_error: str | None = None
+    failed_record_error: str | None = None
 
 
-def check_route(request: IngestRequest, config: IngestConfig) -> None:
-    """404 for any other path, 405 (with Allow) for any other method than POST/OPTIONS."""
-    if request.path != config.ingest_path:
-        raise RequestRejectedError(
-            404, "not_found", f"no route for {request.path}; the API serves {config.ingest_path}"
+def cors_config(config: IngestConfig) -> CORSConfig:
+    """The CORS answer for the shop: its origins (or *), our two request headers, Retry-After readable."""
+    first, *extra = config.cors_allow_origins
+    return CORSConfig(
+        allow_origin=first,
+        extra_origins=extra,
+        allow_headers=["Content-Encoding"],
+        expose_headers=["Retry-After"],
+        max_age=PREFLIGHT_MAX_AGE_SECONDS,
+    )
+
+
+class HttpSurface:
+    """The ingest route on Powertools' `APIGatewayHttpResolver`: POST on the ingest path, its CORS
+    preflight, 405 for any other method there, 404 for any other path; CORS by `CORSConfig`.
+
+    `post` answers a POST, `reject` answers (and records) a refused request; the outcome of the last
+    request is kept for the handler's log line. One surface per thread: the resolver holds the
+    current event (the local API serves requests on several threads).
+    """
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        post: Callable[[IngestRequest], IngestOutcome],
+        reject: Callable[[IngestRequest, RequestRejectedError], IngestOutcome],
+    ) -> None:
+        self.config = config
+        self.cors = cors_config(config)
+        self.app = APIGatewayHttpResolver(cors=self.cors)
+        self._post, self._reject = post, reject
+        self.outcome: IngestOutcome | None = None
+        # Caches must not mix one origin's answer into another's when the origin is not `*`.
+        self._vary = {} if config.cors_allow_origins == ("*",) else {"vary": "origin"}
+        self.app.post(config.ingest_path)(self._on_post)
+        self.app.route(config.ingest_path, method="OPTIONS")(self._on_preflight)
+        self.app.not_found(self._on_not_found)
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> tuple[dict[str, Any], IngestOutcome]:
+        self.outcome = None
+        result = self.app.resolve(dict(event), context)
+        assert self.outcome is not None
+        return result, self.outcome
+
+    def _request(self) -> IngestRequest:
+        return IngestRequest.from_apigw_v2(self.app.current_event.raw_event)
+
+    def _answer(self, outcome: IngestOutcome) -> Response:
+        self.outcome = outcome
+        answer = outcome.response
+        return Response(
+            status_code=answer.status,
+            content_type=JSON_CONTENT_TYPE if answer.body is not None else None,
+            body=answer.json_text(),
+            headers={**self._vary, **answer.headers},
         )
-    if request.method not in ("POST", "OPTIONS"):
-        raise RequestRejectedError(
-            405,
-            "method_not_allowed",
-            f"method {request.method} is not allowed on {config.ingest_path}; use POST",
-            headers={"allow": ALLOWED_METHODS},
-        )
 
+    def _on_post(self) -> Response:
+        return self._answer(self._post(self._request()))
 
-def preflight_response(request: IngestRequest, config: IngestConfig) -> IngestResponse:
-    """204 answer to a CORS preflight (OPTIONS) on the ingest path."""
-    headers = cors_headers(request.headers.get("origin"), config)
-    if "access-control-allow-origin" in headers:
-        headers.update(
-            {
-                "access-control-allow-methods": ALLOWED_METHODS,
-                "access-control-allow-headers": ALLOWED_REQUEST_HEADERS,
-                "access-control-max-age": "86400",
-            }
-        )
-    headers["allow"] = ALLOWED_METHODS
-    return IngestResponse(204, None, headers)
+    def _on_preflight(self) -> Response:
+        request = self._request()
+        headers = {"allow": ALLOWED_METHODS}
+        if self.cors.allowed_origin(request.headers.get("origin", "")) is not None:
+            headers["access-control-allow-methods"] = ALLOWED_METHODS
+        return self._answer(IngestOutcome(IngestResponse(204, None, headers)))
+
+    def _on_not_found(self, _: Exception) -> Response:
+        request = self._request()
+        path = self.config.ingest_path
+        if request.path != path:
+            rejection = RequestRejectedError(
+                404, "not_found", f"no route for {request.path}; the API serves {path}"
+            )
+        else:
+            rejection = RequestRejectedError(
+                405,
+                "method_not_allowed",
+                f"method {request.method} is not allowed on {path}; use POST",
+                headers={"allow": ALLOWED_METHODS},
+            )
+        return self._answer(self._reject(request, rejection))
 
 
 # --- body decoding ------------------------------------------------------------------------------
