@@ -87,32 +87,19 @@ def test_events_sent_equal_events_in_the_bucket(s3_bucket: S3Bucket, api_url: st
         assert summary.bytes_sent == plain_bytes
 
 
+def run_cli(command: list[str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The generator's command line against `url` (stdout: the JSON summary, stderr: progress)."""
+    return subprocess.run(
+        [*command, "--url", url, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def test_the_command_reports_json_and_exits_0(s3_bucket: S3Bucket, api_url: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("traffic")),
-            "--url",
-            api_url,
-            *[
-                "--sessions",
-                "20",
-                "--rate",
-                "100",
-                "--seed",
-                "3",
-                "--json",
-                "--progress",
-                "always",
-                "--backdate",
-                "1d",
-                "--time-scale",
-                "600",
-            ],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_cli(
+        [str(Path(sys.executable).with_name("traffic"))],  # the installed entry point
+        api_url,
+        *["--sessions", "20", "--rate", "100", "--seed", "3", "--json", "--progress", "always"],
+        *["--backdate", "1d", "--time-scale", "600"],
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
@@ -127,19 +114,10 @@ def test_the_command_reports_json_and_exits_0(s3_bucket: S3Bucket, api_url: str,
 def test_rejected_traffic_exits_1_and_stores_nothing(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     # The API accepts only the last hour; the generator backdates by 3 hours: every batch gets 400.
     with local_api_process(s3_bucket, tmp_path / "api.log", {"MAX_EVENT_AGE_HOURS": "1"}) as url:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sbw_ops.traffic",
-                "--url",
-                url,
-                *["--sessions", "5", "--rate", "100", "--backdate", "3h", "--json", "--progress", "never"],
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        result = run_cli(
+            [sys.executable, "-m", "sbw_ops.traffic"],
+            url,
+            *["--sessions", "5", "--rate", "100", "--backdate", "3h", "--json", "--progress", "never"],
         )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads(result.stdout)
