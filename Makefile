@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help deps apt venv lint ruff yamllint ansible-lint cfn-lint checkov pytest molecule test bench demo demo-down cost lock clean
+.PHONY: help deps apt venv lint ruff yamllint ansible-lint cfn-lint checkov pytest molecule test test-fast bench demo demo-down cost lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ molecule: venv apt ## molecule test of every role scenario (boots nspawn hosts; 
 	for s in $(MOLECULE_SCENARIOS); do molecule test -s $$s; done
 
 test: deps lint pytest molecule ## everything the project checks (what CI runs)
+
+test-fast: venv ## the inner loop: unit tests only (no root, no servers, no network; markers in tests/conftest.py)
+	$(BIN)/pytest -q -n 2 -m unit
 
 cost: venv ## monthly AWS cost (ap-southeast-1) at 10/100/1,000 requests/s, batches of 1 and 20
 	$(PY) -m sbw_ops.cost

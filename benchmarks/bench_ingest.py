@@ -5,6 +5,10 @@
 2. single-event requests/s through the Lambda handler on one core, S3 write stubbed, logging on
    (to /dev/null) vs json.loads + json.dumps of the same request              goal: >= 5,000 req/s
 3. cold import of the handler module in a fresh interpreter vs `python -c pass`  goal: < 150 ms
+4. the end-to-end request (S3 PUT at a simulated 20 ms) with the plain serialiser vs the private-API
+   fast path it replaced (json.encoder.c_make_encoder and a second serialisation path appending the
+   enrichment to each event's JSON text, kept here only for this comparison)
+                                                                             goal: <= 5 % slower
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ for _path in (str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from sbw_clickstream import contract, ingest, ingest_handler  # noqa: E402
+from sbw_clickstream import contract, ingest, ingest_handler, keys  # noqa: E402
 from sbw_clickstream.ingest_config import IngestConfig  # noqa: E402
 
 BATCH_GOAL_RATIO = 0.10
+END_TO_END_LIMIT = 0.05  # the plain path may cost at most this much more per request
+S3_PUT_LATENCY_S = 0.020  # a PUT from Lambda to S3 in the same region: typically 10-30 ms
 SINGLE_GOAL_RPS = 5000
 IMPORT_GOAL_MS = 150.0
 
@@ -86,6 +92,141 @@ def _best_pair(
             best_fn[i] = min(best_fn[i], mid - start)
             best_base[i] = min(best_base[i], end - mid)
     return sum(best_fn), sum(best_base)
+
+
+# --- the private-API fast path ingest used to have (issue 13: dropped unless it is worth > 5 %) ---------
+
+
+def _previous_line_encoder() -> Any:
+    from json import encoder
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    c_encode = encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None,
+        refuse,
+        encoder.c_encode_basestring,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,  # type: ignore[attr-defined]
+    )
+    return lambda event: "".join(c_encode(event, 0))
+
+
+_encode_line = _previous_line_encoder()
+
+
+def previous_fast_ndjson_body(events: list[dict[str, Any]], ctx: Any) -> tuple[bytes, list[str]]:
+    """What ingest.ndjson_body did before: each client event encoded as sent, the derived fields and
+    the request's enrichment (encoded once) appended to its JSON text."""
+    new_ids = keys.uuid7_strings(len(events))
+    tail = (
+        ","
+        + _encode_line(
+            {
+                "received_at": ctx.received_at,
+                "schema_version": ctx.schema_version,
+                "user_agent": ctx.user_agent,
+                "client_ip": ctx.client_ip,
+            }
+        )[1:]
+    )
+    lines: list[str] = []
+    event_ids: list[str] = []
+    for event, new_id in zip(events, new_ids, strict=True):
+        get = event.get
+        if (
+            ("event_id" in event and get("event_id") is None)
+            or ("user_login_state" in event and get("user_login_state") is None)
+            or ("identity_source" in event and get("identity_source") is None)
+        ):
+            full = ingest.enrich_event(event, ctx, new_id)
+            lines.append(_encode_line(full))
+            event_ids.append(full["event_id"])
+            continue
+        parts = [_encode_line(event)[:-1]]
+        event_id = get("event_id")
+        if event_id is None:
+            event_id = new_id
+            parts.append(f',"event_id":"{new_id}"')
+        logged_in = get("user_id") is not None
+        if "user_login_state" not in event:
+            parts.append(',"user_login_state":"logged_in"' if logged_in else ',"user_login_state":"guest"')
+        if "identity_source" not in event:
+            parts.append(',"identity_source":"cognito"' if logged_in else ',"identity_source":"anonymous"')
+        parts.append(tail)
+        lines.append("".join(parts))
+        event_ids.append(event_id)
+    return ("\n".join(lines) + "\n").encode("utf-8"), event_ids
+
+
+class SlowS3(StubS3):
+    """Accepts every PUT after a simulated network round trip to S3."""
+
+    def put_object(self, **kwargs: Any) -> None:
+        time.sleep(S3_PUT_LATENCY_S)
+        super().put_object(**kwargs)
+
+
+def bench_end_to_end(now: datetime, requests_per_size: int = 40) -> None:
+    config = IngestConfig(raw_bucket="bench-bucket", region="ap-southeast-1")
+    plain, fast = ingest.ndjson_body, previous_fast_ndjson_body
+    for size in (1, 20, 100):
+        requests = [
+            ingest.IngestRequest(
+                method="POST",
+                path="/clickstream",
+                headers={"content-type": "application/json"},
+                body=json.dumps(
+                    _event(r, now)
+                    if size == 1
+                    else {"events": [_event(r * size + i, now) for i in range(size)]}
+                ),
+                source_ip="203.0.113.9",
+                user_agent="Mozilla/5.0 bench",
+                request_id="bench",
+            )
+            for r in range(requests_per_size)
+        ]
+        for path in (plain, fast):  # both accept, and store the same events
+            ingest.ndjson_body = path
+            assert ingest.handle_request(requests[0], config, StubS3(), now).response.status == 200
+        # The two paths alternate request by request (see _best_pair), so the machine's noise hits both.
+        cpu_plain, cpu_fast = _best_pair(
+            _run(plain, StubS3(), config, now), _run(fast, StubS3(), config, now), requests
+        )
+        e2e_plain, e2e_fast = _best_pair(
+            _run(plain, SlowS3(), config, now), _run(fast, SlowS3(), config, now), requests, rounds=3
+        )
+        ingest.ndjson_body = plain
+        cpu = {"plain": cpu_plain, "fast": cpu_fast}
+        total = {"plain": e2e_plain, "fast": e2e_fast}
+        per = {k: v / requests_per_size * 1000 for k, v in total.items()}
+        slower = per["plain"] / per["fast"] - 1
+        print(
+            f"end to end, {size} event(s)/request, S3 PUT {S3_PUT_LATENCY_S * 1000:.0f} ms: plain serialiser "
+            f"{per['plain']:.2f} ms vs private-API fast path {per['fast']:.2f} ms per request: "
+            f"{slower * 100:+.2f} % (limit +{END_TO_END_LIMIT * 100:.0f} %) "
+            f"{'OK' if slower <= END_TO_END_LIMIT else 'SLOWER: keep the fast path'}"
+        )
+        print(
+            f"  code alone (S3 stubbed): {cpu['plain'] / requests_per_size * 1e6:.0f} us vs "
+            f"{cpu['fast'] / requests_per_size * 1e6:.0f} us per request"
+        )
+
+
+def _run(path: Callable[..., Any], s3: Any, config: IngestConfig, now: datetime) -> Callable[[Any], None]:
+    """One request through handle_request with `path` as the serialiser."""
+
+    def run(request: ingest.IngestRequest) -> None:
+        ingest.ndjson_body = path
+        ingest.handle_request(request, config, s3, now)
+
+    return run
 
 
 def bench_batches(now: datetime, batches: int = 20, size: int = 100) -> float:
@@ -243,6 +384,7 @@ def main() -> None:
     bench_batches(now)
     bench_single(now)
     bench_cold_import()
+    bench_end_to_end(now)
 
 
 if __name__ == "__main__":

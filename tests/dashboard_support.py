@@ -14,7 +14,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -27,6 +26,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg2.extras import execute_values
+
+from tests.service_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "roles" / "sbw_dashboard" / "files" / "app"
@@ -325,12 +326,6 @@ def end_forwarders(run_dir: Path) -> None:
     for pid_file in run_dir.glob("*.pid") if run_dir.exists() else []:
         with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
             os.killpg(int(pid_file.read_text().strip()), signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_db_config(path: Path, host: str, port: int, dbname: str, user: str, password: str) -> Path:

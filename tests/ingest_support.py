@@ -77,7 +77,8 @@ def call(event: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any] | N
     """Invoke the handler: (status, headers, decoded JSON body or None)."""
     result = ingest_handler.lambda_handler(event, None)
     body = json.loads(result["body"]) if result["body"] else None
-    return result["statusCode"], result["headers"], body
+    headers = {name.lower(): value for name, value in result["headers"].items()}  # names are case-blind
+    return result["statusCode"], headers, body
 
 
 def load_case(path: Path) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.service_support import free_port
+
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +41,6 @@ FAKE_AWS = {
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "ap-southeast-1",
 }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _env() -> dict[str, str]:
@@ -147,7 +141,7 @@ def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHostSandbo
             }
         )
     )
-    port = _free_port()
+    port = free_port()
     extra = {
         "sandbox_name": f"sbwa{uuid.uuid4().hex[:6]}",
         "sandbox_state_dir": str(state / "state"),

@@ -193,3 +193,17 @@ def test_event_and_failed_keys_use_the_utc_day_of_receipt() -> None:
     assert keys.parse_event_key(f"failed/2026/11/25/request-{oid}.json") is None
     assert keys.parse_event_key(key.replace(".json", ".json.tmp")) is None
     assert keys.day_prefix(keys.EVENTS_PREFIX, date(2026, 1, 5)) == "events/2026/01/05/"
+
+
+def test_format_timestamp_utc_or_in_the_moments_own_offset() -> None:
+    singapore = timezone(timedelta(hours=8))
+    moment = datetime(2024, 6, 1, 10, 0, 0, 123456, tzinfo=singapore)
+    assert contract.format_timestamp(moment) == "2024-06-01T02:00:00.123456Z"
+    assert contract.format_timestamp(moment, timespec="milliseconds") == "2024-06-01T02:00:00.123Z"
+    assert (
+        contract.format_timestamp(moment, utc=False, timespec="milliseconds")
+        == "2024-06-01T10:00:00.123+08:00"
+    )
+    assert contract.parse_timestamp(contract.format_timestamp(moment, utc=False)) == moment
+    with pytest.raises(ValueError, match="aware"):
+        contract.format_timestamp(datetime(2024, 6, 1), utc=False)

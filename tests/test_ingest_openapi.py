@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 from sbw_clickstream import contract
 from sbw_ops import openapi_gen
-from sbw_ops.local_api import LocalApi, serve
+from sbw_ops.local_api import LocalApi
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.fixtures.moto import S3Bucket
 from tests.ingest_support import valid_event
+from tests.service_support import running_local_api
 
 DOCUMENT = yaml.safe_load(openapi_gen.OPENAPI_PATH.read_text(encoding="utf-8"))
 SCHEMA = schemathesis.openapi.from_path(str(openapi_gen.OPENAPI_PATH))
@@ -72,11 +73,8 @@ def test_event_schema_is_the_contract_translated() -> None:
 
 @pytest.fixture
 def local_api(s3_bucket: S3Bucket) -> Iterator[LocalApi]:
-    api = serve(s3_bucket.name, s3_bucket.endpoint_url, s3=s3_bucket.client)
-    try:
+    with running_local_api(s3_bucket, s3=s3_bucket.client) as api:
         yield api
-    finally:
-        api.shutdown()
 
 
 @pytest.fixture

@@ -127,15 +127,18 @@ def test_gzip_bomb_is_stopped_at_the_limit() -> None:
 
 
 def test_parse_single_and_batch() -> None:
-    assert ingest.parse_events(json.dumps(EVENT).encode(), 500) == ([EVENT], False)
-    assert ingest.parse_events(json.dumps({"events": [EVENT, EVENT]}).encode(), 500) == ([EVENT, EVENT], True)
+    assert ingest.events_of_body(json.dumps(EVENT).encode(), 500) == ([EVENT], False)
+    assert ingest.events_of_body(json.dumps({"events": [EVENT, EVENT]}).encode(), 500) == (
+        [EVENT, EVENT],
+        True,
+    )
     with pytest.raises(RequestRejectedError) as err:
-        ingest.parse_events(json.dumps({"events": [EVENT] * 3}).encode(), 2)
+        ingest.events_of_body(json.dumps({"events": [EVENT] * 3}).encode(), 2)
     assert err.value.status == 413
     with pytest.raises(RequestRejectedError, match="NaN"):
-        ingest.parse_events(b'{"a": NaN}', 500)
+        ingest.events_of_body(b'{"a": NaN}', 500)
     with pytest.raises(RequestRejectedError) as err:
-        ingest.parse_events(b'{"events": [], "x/y~": 1}', 500)
+        ingest.events_of_body(b'{"events": [], "x/y~": 1}', 500)
     assert [v.pointer for v in err.value.violations] == ["/x~1y~0"]
 
 
@@ -269,13 +272,15 @@ def test_stage_prefix_is_removed_from_the_path() -> None:
         {"context_product_name": 'Ünïcode ☕ "quoted" \\ back'},
     ],
 )
-def test_fast_serialisation_equals_enrich_then_serialise(
+def test_stored_object_holds_the_enriched_events_and_their_ids(
     patch: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx = ingest.RequestContext("2026-11-25T12:00:00.000000Z", 'UA "x"', None)
     events = [{**EVENT, **patch}, dict(EVENT)]
     ids = keys.uuid7_strings(2)
     monkeypatch.setattr(keys, "uuid7_strings", lambda count, unix_ms=None: ids[:count])
-    body, event_ids = ingest.enriched_ndjson(events, ctx)
-    assert body == ingest.serialise_ndjson(ingest.enrich_events(events, ctx))
-    assert event_ids == [json.loads(line)["event_id"] for line in body.decode().splitlines()]
+    body, event_ids = ingest.ndjson_body(events, ctx)
+    stored = [json.loads(line) for line in body.decode("utf-8").splitlines()]
+    assert stored == [ingest.enrich_event(e, ctx, new_id) for e, new_id in zip(events, ids, strict=True)]
+    assert event_ids == [event["event_id"] for event in stored]
+    assert body.endswith(b"\n") and body.count(b"\n") == 2

@@ -7,30 +7,24 @@ import gzip
 import http.client
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sbw_ops.local_api import READY_PREFIX, LocalApi, build_event, serve
+from sbw_ops.local_api import LocalApi, build_event
 
 from tests.fixtures.moto import S3Bucket
 from tests.ingest_support import valid_event
+from tests.service_support import local_api_process, running_local_api
 
 LAMBDA_SRC = Path(__file__).resolve().parents[1] / "lambda_src"
 
 
 @pytest.fixture
 def api(s3_bucket: S3Bucket) -> Iterator[LocalApi]:
-    server = serve(
-        s3_bucket.name, s3_bucket.endpoint_url, extra_env={"CORS_ALLOW_ORIGINS": "https://shop.example"}
-    )
-    try:
+    with running_local_api(s3_bucket, extra_env={"CORS_ALLOW_ORIGINS": "https://shop.example"}) as server:
         yield server
-    finally:
-        server.shutdown()
 
 
 def request(
@@ -146,33 +140,14 @@ def test_oversized_request_is_refused_before_the_function(api: LocalApi) -> None
 
 def test_cli_serves_the_handler(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join([str(LAMBDA_SRC), str(LAMBDA_SRC.parent / "controller")]),
         "AWS_REGION": "ap-southeast-1",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "sbw_ops.local_api",
-        "--port",
-        "0",
-        "--bucket",
-        s3_bucket.name,
-        "--s3-endpoint-url",
-        str(s3_bucket.endpoint_url),
-        "--no-failed-records",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the server is listening (or the process died)
-        assert line.startswith(READY_PREFIX), line
-        url = line[len(READY_PREFIX) :].strip()
+    log = tmp_path / "local_api.log"
+    with local_api_process(s3_bucket, log, extra_env=env, extra_args=("--no-failed-records",)) as endpoint:
+        url = endpoint.removesuffix("/clickstream")
         status, _, body = request(url, "POST", "/clickstream", json.dumps(valid_event()).encode(), JSON)
         assert status == 200, body
         assert request(url, "POST", "/clickstream", b"[]", JSON)[0] == 400
         assert s3_bucket.keys("events/") == [json.loads(body)["key"]]
         assert s3_bucket.keys("failed/") == []  # --no-failed-records
-    finally:
-        proc.terminate()
-        proc.wait(10)

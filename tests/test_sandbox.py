@@ -24,6 +24,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.service_support import free_port
+
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,12 +33,6 @@ PLAYBOOK = REPO_ROOT / "playbooks" / "sandbox.yml"
 PUBLIC = {"cidr": "198.18.0.130/29", "gateway": "198.18.0.129"}
 PRIVATE = {"cidr": "198.18.0.138/29", "gateway": "198.18.0.137"}
 APT_PROXY_PORT = 3142  # the machine-wide shared apt proxy (roles/sandbox defaults)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A test sandbox brought up once for the module; `absent` again at the end whatever happened."""
     base = tmp_path_factory.mktemp("sandbox")
     name = f"sbwt{uuid.uuid4().hex[:6]}"
-    box = Sandbox(name, base / "inventory", base / "state", base / "run", _free_port())
+    box = Sandbox(name, base / "inventory", base / "state", base / "run", free_port())
     _write_inventory(box.inventory, name, box.state_dir, box.run_dir, box.moto_port)
     try:
         box.run()

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -29,6 +28,8 @@ import psycopg2
 import pytest
 import yaml
 
+from tests.service_support import free_port
+
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,13 +37,6 @@ BLOCK = 160  # 198.18.0.160/28: webdb in .160/29, dwh in .168/29
 WEBDB = f"198.18.0.{BLOCK + 2}"
 DWH = f"198.18.0.{BLOCK + 10}"
 _RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the sandbox's moto binds it soon after)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ansible_env() -> dict[str, str]:

@@ -22,7 +22,7 @@ from sbw_clickstream.contract import parse_timestamp, validate_stored_event
 from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS
 
 from tests.fixtures.moto import S3Bucket
-from tests.test_traffic_api import local_api_process, stored_events
+from tests.service_support import local_api_process, stored_events
 
 TRACKER_DIR = Path(__file__).resolve().parents[1] / "controller" / "sbw_ops" / "tracker"
 DEMO_SUB = "0f8e2a52-6f61-4c8b-9d5c-3f1c2b9a7d10"  # the sample shop's fake Cognito user

@@ -1,16 +1,10 @@
-"""Synthetic shoppers against the REAL local ingest API (subprocess) writing to a moto S3 server.
-
-`local_api_process` is also used by the browser tracker test (tests/test_tracker.py).
-"""
+"""Synthetic shoppers against the REAL local ingest API (subprocess) writing to a moto S3 server."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
-import os
-import selectors
 import subprocess
 import sys
 from collections import Counter
@@ -22,59 +16,11 @@ from typing import Any
 import pytest
 from sbw_clickstream.contract import ENRICHMENT_FIELDS, validate_stored_event
 from sbw_ops import catalog, traffic
-from sbw_ops.local_api import READY_PREFIX
 
 from tests.fixtures.moto import S3Bucket
+from tests.service_support import local_api_process, stored_events
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@contextlib.contextmanager
-def local_api_process(
-    bucket: S3Bucket, log_path: Path, extra_env: dict[str, str] | None = None, cors_origins: str | None = None
-) -> Iterator[str]:
-    """Run `python -m sbw_ops.local_api` on a free port for `bucket`; yield its /clickstream URL."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "sbw_ops.local_api",
-        "--port",
-        "0",
-        "--bucket",
-        bucket.name,
-        "--s3-endpoint-url",
-        str(bucket.endpoint_url),
-    ]
-    if cors_origins:
-        cmd += ["--cors-origins", cors_origins]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=60):
-            raise RuntimeError(f"local API did not start: {log_path.read_text(errors='replace')[-2000:]}")
-        line = process.stdout.readline().decode().strip()
-        if not line.startswith(READY_PREFIX):
-            raise RuntimeError(f"local API said {line!r}: {log_path.read_text(errors='replace')[-2000:]}")
-        yield line[len(READY_PREFIX) :] + "/clickstream"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-def stored_events(bucket: S3Bucket, prefix: str = "events/") -> list[dict[str, Any]]:
-    """Every event of every NDJSON object under `prefix`."""
-    events: list[dict[str, Any]] = []
-    for key in bucket.keys(prefix):
-        events.extend(json.loads(line) for line in bucket.read(key).decode().splitlines() if line.strip())
-    return events
 
 
 @pytest.fixture
@@ -141,32 +87,19 @@ def test_events_sent_equal_events_in_the_bucket(s3_bucket: S3Bucket, api_url: st
         assert summary.bytes_sent == plain_bytes
 
 
+def run_cli(command: list[str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The generator's command line against `url` (stdout: the JSON summary, stderr: progress)."""
+    return subprocess.run(
+        [*command, "--url", url, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 def test_the_command_reports_json_and_exits_0(s3_bucket: S3Bucket, api_url: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("traffic")),
-            "--url",
-            api_url,
-            *[
-                "--sessions",
-                "20",
-                "--rate",
-                "100",
-                "--seed",
-                "3",
-                "--json",
-                "--progress",
-                "always",
-                "--backdate",
-                "1d",
-                "--time-scale",
-                "600",
-            ],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_cli(
+        [str(Path(sys.executable).with_name("traffic"))],  # the installed entry point
+        api_url,
+        *["--sessions", "20", "--rate", "100", "--seed", "3", "--json", "--progress", "always"],
+        *["--backdate", "1d", "--time-scale", "600"],
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
@@ -181,19 +114,10 @@ def test_the_command_reports_json_and_exits_0(s3_bucket: S3Bucket, api_url: str,
 def test_rejected_traffic_exits_1_and_stores_nothing(s3_bucket: S3Bucket, tmp_path: Path) -> None:
     # The API accepts only the last hour; the generator backdates by 3 hours: every batch gets 400.
     with local_api_process(s3_bucket, tmp_path / "api.log", {"MAX_EVENT_AGE_HOURS": "1"}) as url:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sbw_ops.traffic",
-                "--url",
-                url,
-                *["--sessions", "5", "--rate", "100", "--backdate", "3h", "--json", "--progress", "never"],
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        result = run_cli(
+            [sys.executable, "-m", "sbw_ops.traffic"],
+            url,
+            *["--sessions", "5", "--rate", "100", "--backdate", "3h", "--json", "--progress", "never"],
         )
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads(result.stdout)

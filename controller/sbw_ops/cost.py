@@ -2,7 +2,7 @@
 
     python -m sbw_ops.cost                    # the table for 10 / 100 / 1,000 requests/s, batches 1 and 20
     python -m sbw_ops.cost --rate 50 --batch 5
-    python -m sbw_ops.cost --markdown         # the README table
+    python -m sbw_ops.cost --markdown         # the table in docs/aws.md
 
 A request is one POST /clickstream carrying `batch` events; ingest writes one S3 object per request
 (one PUT), the ETL reads each object once per hourly run. A month is 730 hours (AWS's convention).
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, action="append", help="requests per second (repeatable)")
     parser.add_argument("--batch", type=int, action="append", help="events per request (repeatable)")
-    parser.add_argument("--markdown", action="store_true", help="print the README table")
+    parser.add_argument("--markdown", action="store_true", help="print the table of docs/aws.md")
     args = parser.parse_args(argv)
     rates = args.rate or [10.0, 100.0, 1000.0]
     batches = args.batch or [1, 20]

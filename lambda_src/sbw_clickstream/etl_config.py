@@ -11,15 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# The parsers are sbw_clickstream.config's, shared with the ingest function (one rule each).
+from sbw_clickstream.config import ConfigError
+from sbw_clickstream.config import bucket_name as _bucket
+from sbw_clickstream.config import choice as _choice
+from sbw_clickstream.config import integer as _int
+from sbw_clickstream.config import number as _float
+from sbw_clickstream.config import optional as _optional
+from sbw_clickstream.config import required as _required
 from sbw_clickstream.keys import EVENTS_PREFIX
 
-
-class ConfigError(ValueError):
-    """Invalid or missing configuration; the message starts with the variable's name."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
+__all__ = ["ConfigError", "EtlConfig", "clear_password_cache", "resolve_password"]
 
 
 @dataclass(frozen=True)
@@ -103,58 +105,6 @@ class EtlConfig:
             retry_base_seconds=_float(env, "ETL_RETRY_BASE_SECONDS", 0.5, 0.0, 60.0),
             lock_stale_seconds=_float(env, "ETL_LOCK_STALE_SECONDS", 1000.0, 1.0, 86_400.0),
         )
-
-
-def _optional(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = _optional(env, name)
-    if value is None:
-        raise ConfigError(name, "is required but not set")
-    return value
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = _optional(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = _optional(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    raw = _optional(env, name) or default
-    if raw not in allowed:
-        raise ConfigError(name, f"{raw!r} is not one of {', '.join(allowed)}")
-    return raw
-
-
-def _bucket(env: Mapping[str, str]) -> str:
-    name = _required(env, "RAW_BUCKET")
-    if not 3 <= len(name) <= 63 or not all(c.islower() or c.isdigit() or c in ".-" for c in name):
-        raise ConfigError("RAW_BUCKET", f"{name!r} is not a valid S3 bucket name")
-    return name
 
 
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

@@ -1,7 +1,7 @@
 """Configuration of clickstream-lambda-ingest, read from the environment and validated once per container.
 
-Every error names the variable and says what is expected, so a bad deployment fails its first
-invocation with a message an operator can act on.
+Parsing and its errors are `sbw_clickstream.config`'s (shared with the ETL): every error names the
+variable and says what is expected.
 
 | variable | default | meaning |
 | --- | --- | --- |
@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sbw_clickstream import contract
+from sbw_clickstream.config import ConfigError, bucket_name, integer, matching, optional
 
-_BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*-s3alias$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+__all__ = ["ConfigError", "IngestConfig", "load_config"]
+
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_ENDPOINT = re.compile(r"^https?://[^\s/]+/?$")
 _SWITCH = {
     "on": True,
     "true": True,
@@ -41,10 +44,6 @@ _SWITCH = {
     "0": False,
     "no": False,
 }
-
-
-class ConfigError(ValueError):
-    """The environment does not describe a usable ingest function (message names the variable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,66 +63,41 @@ class IngestConfig:
     s3_endpoint_url: str | None = None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer (expected {low}..{high})") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range (expected {low}..{high})")
-    return value
-
-
-def _required(env: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
-        raise ConfigError(f"{name} is not set (expected {what})")
-    if not pattern.match(raw):
-        raise ConfigError(f"{name}={raw!r} is not valid (expected {what})")
-    return raw
-
-
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("CORS_ALLOW_ORIGINS", "").strip() or "*"
+    raw = optional(env, "CORS_ALLOW_ORIGINS") or "*"
     origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
     if origins == ("*",):
         return origins
     for origin in origins:
         if not _ORIGIN.match(origin):
             raise ConfigError(
-                f"CORS_ALLOW_ORIGINS contains {origin!r} (expected '*' or comma-separated origins "
-                "such as https://shop.example)"
+                "CORS_ALLOW_ORIGINS",
+                f"contains {origin!r} (expected '*' or comma-separated origins such as https://shop.example)",
             )
     return origins
 
 
 def load_config(env: Mapping[str, str]) -> IngestConfig:
     """Build and validate the configuration from an environment mapping (usually os.environ)."""
-    switch_raw = env.get("FAILED_RECORDS", "").strip().lower() or "on"
+    switch_raw = (optional(env, "FAILED_RECORDS") or "on").lower()
     if switch_raw not in _SWITCH:
-        raise ConfigError(f"FAILED_RECORDS={switch_raw!r} is not a switch (expected on or off)")
-    endpoint = env.get("S3_ENDPOINT_URL", "").strip() or None
-    if endpoint is not None and not re.match(r"^https?://[^\s/]+/?$", endpoint):
-        raise ConfigError(f"S3_ENDPOINT_URL={endpoint!r} is not an http(s) URL")
+        raise ConfigError("FAILED_RECORDS", f"{switch_raw!r} is not a switch (expected on or off)")
+    endpoint = optional(env, "S3_ENDPOINT_URL")
+    if endpoint is not None and not _ENDPOINT.match(endpoint):
+        raise ConfigError("S3_ENDPOINT_URL", f"{endpoint!r} is not an http(s) URL")
+    max_body, max_events = contract.MAX_BODY_BYTES, contract.MAX_EVENTS_PER_REQUEST
     return IngestConfig(
-        raw_bucket=_required(
-            env, "RAW_BUCKET", _BUCKET_NAME, "an S3 bucket name such as clickstream-s3-ingest"
-        ),
-        region=_required(env, "AWS_REGION", _REGION, "an AWS region such as ap-southeast-1"),
+        raw_bucket=bucket_name(env, "RAW_BUCKET"),
+        region=matching(env, "AWS_REGION", _REGION, "an AWS region such as ap-southeast-1"),
         cors_allow_origins=_origins(env),
-        max_body_bytes=_int(env, "MAX_BODY_BYTES", contract.MAX_BODY_BYTES, 1, contract.MAX_BODY_BYTES),
-        max_events_per_request=_int(
-            env, "MAX_EVENTS_PER_REQUEST", contract.MAX_EVENTS_PER_REQUEST, 1, contract.MAX_EVENTS_PER_REQUEST
-        ),
-        max_event_age=timedelta(hours=_int(env, "MAX_EVENT_AGE_HOURS", 168, 1, 8760)),
-        max_future_skew=timedelta(seconds=_int(env, "MAX_FUTURE_SKEW_SECONDS", 300, 0, 3600)),
+        max_body_bytes=integer(env, "MAX_BODY_BYTES", max_body, 1, max_body),
+        max_events_per_request=integer(env, "MAX_EVENTS_PER_REQUEST", max_events, 1, max_events),
+        max_event_age=timedelta(hours=integer(env, "MAX_EVENT_AGE_HOURS", 168, 1, 8760)),
+        max_future_skew=timedelta(seconds=integer(env, "MAX_FUTURE_SKEW_SECONDS", 300, 0, 3600)),
         failed_records=_SWITCH[switch_raw],
-        failed_record_max_bytes=_int(env, "FAILED_RECORD_MAX_BYTES", 256 * 1024, 4096, 4 * 1024 * 1024),
-        ingest_path=_required(env, "INGEST_PATH", _PATH, "a path such as /clickstream")
-        if env.get("INGEST_PATH", "").strip()
+        failed_record_max_bytes=integer(env, "FAILED_RECORD_MAX_BYTES", 256 * 1024, 4096, 4 * 1024 * 1024),
+        ingest_path=matching(env, "INGEST_PATH", _PATH, "a path such as /clickstream")
+        if optional(env, "INGEST_PATH")
         else "/clickstream",
         s3_endpoint_url=endpoint,
     )

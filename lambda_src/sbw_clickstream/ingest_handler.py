@@ -1,35 +1,43 @@
 """clickstream-lambda-ingest: the Lambda entry point, `sbw_clickstream.ingest_handler.handler`.
 
-A thin adapter for API Gateway HTTP API payload format 2.0 over the plain functions of
-`sbw_clickstream.ingest`. Configuration (`ingest_config`) is read and validated once per container:
-at import inside Lambda (a bad variable fails the init phase with a message naming it), on the
-first call elsewhere (tests, the local API). The S3 client is created once, outside the logic, and
-passed in; boto3 is imported only then, which keeps this module's cold import small.
-Logs are structured JSON (Powertools Logger), one line per request, with the API Gateway request
-id as correlation id.
+A thin adapter for API Gateway HTTP API payload format 2.0: Powertools' resolver
+(`ingest.http_surface`: routing, CORS) over the plain functions of `sbw_clickstream.ingest`.
+Configuration (`ingest_config`) is read and validated once per container: at import inside Lambda
+(a bad variable fails the init phase with a message naming it), on the first call elsewhere (tests,
+the local API). The S3 client is created once, outside the logic, and passed in; boto3 is imported
+only then, which keeps this module's cold import small. Logs are structured JSON (Powertools
+Logger), one line per request, with the API Gateway request id as correlation id.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from sbw_clickstream.ingest import IngestRequest, handle_request
+from sbw_clickstream.ingest import HttpSurface, IngestRequest, http_surface
 from sbw_clickstream.ingest_config import IngestConfig, load_config
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "clickstream-lambda-ingest"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Runtime:
-    """What one container keeps between invocations."""
+    """What one container keeps between invocations (the HTTP surface once per thread)."""
 
     config: IngestConfig
     s3: Any
+    local: threading.local = field(default_factory=threading.local)
+
+    def surface(self) -> HttpSurface:
+        surface = getattr(self.local, "surface", None)
+        if surface is None:
+            surface = self.local.surface = http_surface(self.config, self.s3)
+        return surface
 
 
 _config: IngestConfig | None = None
@@ -73,10 +81,9 @@ def configure_with(config: IngestConfig, s3: Any = None) -> Runtime:
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """API Gateway HTTP API (payload 2.0) event in, HTTP response out."""
-    state = runtime()
     request = IngestRequest.from_apigw_v2(event)
     logger.set_correlation_id(request.request_id)
-    outcome = handle_request(request, state.config, state.s3)
+    response, outcome = runtime().surface().resolve(event, context)
     status = outcome.response.status
     fields: dict[str, Any] = {
         "status": status,
@@ -100,7 +107,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     else:
         logger.info("request accepted" if status < 300 else "request rejected", extra=fields)
-    return outcome.response.to_apigw_v2()
+    return response
 
 
 # The Handler setting of the function (cloudformation/ingest.yaml); lambda_handler is the same function.

@@ -1,0 +1,109 @@
+"""Validation of an ingest request's body: its JSON shape (one event or {"events": [...]}), then every
+event against the contract and the accepted time window, all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sbw_clickstream import contract
+from sbw_clickstream.contract import Violation
+from sbw_clickstream.ingest_config import IngestConfig
+from sbw_clickstream.ingest_http import RequestRejectedError
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def events_of_body(data: bytes, max_events: int) -> tuple[list[Any], bool]:
+    """The events of a body (one event object, or {"events": [...]}) and whether it was a batch."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestRejectedError(400, "malformed_json", f"body is not valid UTF-8: {exc.reason}") from None
+    try:
+        doc = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        raise RequestRejectedError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RequestRejectedError(
+            400,
+            "bad_request_shape",
+            f'body is a JSON {type(doc).__name__}; send one event object or {{"events": [...]}}',
+        )
+    if "events" not in doc:
+        return [doc], False
+    events = doc["events"]
+    extra = sorted(k for k in doc if k != "events")
+    if extra:
+        raise RequestRejectedError(
+            400,
+            "bad_request_shape",
+            'a batch is {"events": [...]} and nothing else',
+            [Violation(None, "/" + _escape(k), "unknown property of the batch envelope") for k in extra],
+        )
+    if not isinstance(events, list):
+        raise RequestRejectedError(400, "bad_request_shape", '"events" must be an array of event objects')
+    if not events:
+        raise RequestRejectedError(400, "bad_request_shape", '"events" is empty; send 1 to 500 events')
+    if len(events) > max_events:
+        raise RequestRejectedError(
+            413, "payload_too_large", f"batch has {len(events)} events; the limit is {max_events} per request"
+        )
+    return events, True
+
+
+def validate_batch(
+    events: list[Any], received_at: datetime, config: IngestConfig, text_has_escapes: bool = True
+) -> list[Violation]:
+    """Every violation of every event (contract, time window, duplicate ids); empty means accept all.
+
+    `text_has_escapes=False` (the body held no `\\u` escape) lets the contract skip its string scan.
+    """
+    found: list[Violation] = []
+    newest = received_at + config.max_future_skew
+    oldest = received_at - config.max_event_age
+    seen_ids: dict[str, int] = {}
+    for index, event in enumerate(events):
+        problems = contract.validate_event(event, index, check_strings=text_has_escapes)
+        if problems:
+            found.extend(problems)
+            continue
+        when = contract.parse_timestamp(event["event_timestamp"])
+        if when > newest:
+            found.append(
+                Violation(
+                    index,
+                    "/event_timestamp",
+                    f"event_timestamp {event['event_timestamp']} is more than "
+                    f"{int(config.max_future_skew.total_seconds())} s in the future "
+                    f"(received at {contract.format_timestamp(received_at)})",
+                )
+            )
+        elif when < oldest:
+            found.append(
+                Violation(
+                    index,
+                    "/event_timestamp",
+                    f"event_timestamp {event['event_timestamp']} is older than the accepted window of "
+                    f"{config.max_event_age.total_seconds() / 3600:g} h "
+                    f"(received at {contract.format_timestamp(received_at)})",
+                )
+            )
+        event_id = event.get("event_id")
+        if event_id is not None:
+            norm = event_id.lower()
+            if norm in seen_ids:
+                found.append(
+                    Violation(index, "/event_id", f"duplicate event_id: same as event {seen_ids[norm]}")
+                )
+            else:
+                seen_ids[norm] = index
+    return found
