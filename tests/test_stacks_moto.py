@@ -337,6 +337,8 @@ def test_lambda_functions_roles_and_schedule(deployment: Deployment) -> None:
         "DWH_DATABASE": "clickstream_dw",
         "RAW_BUCKET": deployment.facts["sbw_raw_bucket"],
         "POWERTOOLS_SERVICE_NAME": "SBW_Lamda_ETL",
+        # The namespace the ETL's EMF metrics go to, the one its alarms watch (etl.yaml).
+        "POWERTOOLS_METRICS_NAMESPACE": "SBW/Clickstream",
     }
     network = {
         o["OutputKey"]: o["OutputValue"]
