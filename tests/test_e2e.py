@@ -136,6 +136,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         traffic_sessions=120,
         traffic_rate=60.0,
         schedule_every_seconds=5.0,
+        # A fresh machine (issue 12, point 7): no signing key, no kept base status, no run files, no
+        # stacks' facts (the state directory below is new too), so a step that relies on leftovers fails here.
+        state_root=str(base / "fresh-state-root"),
     )
     directory = base / "state"
     try:
@@ -193,6 +196,10 @@ def test_up_events_sent_equal_s3_equal_warehouse_equal_dashboard(platform: Path)
     assert set(site) == {"webdb", "dwh"} and site["webdb"] > 0 and site["dwh"] > 0
     assert state.data["etl_runs"][-1]["status"] == "succeeded"
     assert state.data["etl_runs"][-1]["objects_quarantined"] == 0
+    # Everything it kept went to the fresh state root, created by whoever wrote it.
+    root = Path(state.data["platform"]["state_root"])
+    assert (root / "apt-repo" / "key" / "signing-key.asc").stat().st_mode & 0o777 == 0o600
+    assert any((root / "apt-repo").glob("base-status-*"))
     _assert_chain_exact(state)
     _assert_dashboard_shows(state)
     assert state.data["dashboard_url"].startswith("http://127.0.0.1:")

@@ -98,6 +98,9 @@ class PlatformConfig:
     traffic_backdate_hours: float = 36.0
     schedule_every_seconds: float = 60.0  # the simulated "hourly" ETL schedule
     etl_env: dict[str, str] = field(default_factory=dict)  # extra ETL_* tuning for every run
+    # SBW_STATE_ROOT of every playbook (signing key, kept base status, run files; docs/operations.md
+    # "Where state lives"); None = the caller's (default ~/.sbw). A fresh directory = a fresh machine.
+    state_root: str | None = None
 
     @classmethod
     def of(cls, state: State) -> PlatformConfig:
@@ -196,6 +199,7 @@ def run_playbook(
         cmd += ["-e", f"@{facts_file(state)}"]
     env = {
         **aws_env(),
+        **({"SBW_STATE_ROOT": config.state_root} if config.state_root else {}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
