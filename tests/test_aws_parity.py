@@ -93,7 +93,8 @@ def test_every_variable_the_host_plays_use_is_defined_for_aws_too() -> None:
         for where, names in _defined_elsewhere().items()
         if names & used - aws - ENDPOINT_VARIABLES
     }
-    assert not missing, f"defined only outside the AWS path (group_vars/all, stacks' facts, aws_ec2.yml): {missing}"
+    where = "group_vars/all, the stacks' facts, aws_ec2.yml"
+    assert not missing, f"defined only outside the AWS path ({where}): {missing}"
     # The network facts pg_hba is built from are the stacks' outputs, not an inventory's guess.
     assert {"sbw_webdb_client_cidrs", "sbw_dwh_etl_cidrs", "sbw_artifacts_bucket"} <= _stacks_fact_names()
     assert {"sbw_webdb_client_cidrs", "sbw_dwh_etl_cidrs"} <= used
