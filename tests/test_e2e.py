@@ -272,3 +272,45 @@ def test_second_up_converges_with_no_change_on_the_hosts(platform: Path) -> None
     assert len(state.data["traffic"]) == 4  # the first up, the two tests above, this up
     _assert_chain_exact(state)
     _assert_dashboard_shows(state)
+
+
+def test_site_check_mode_runs_to_the_end_and_changes_nothing(platform: Path) -> None:
+    """`ansible-playbook site.yml --check` on the converged sandbox: no failure, changed=0 everywhere
+    (what cannot run in check mode, e.g. rebuilding the private repository, is skipped and says so)."""
+    state = DemoState.load(platform)
+    run = pf.run_playbook(state, "site.yml", options=("--check",))
+    recap = run.recap()
+    assert set(recap) == {"localhost", "webdb", "dwh"}, run.stdout[-3000:]
+    assert all(c["failed"] == 0 and c["changed"] == 0 for c in recap.values()), (recap, run.log)
+    assert "not rebuilt in check mode" in run.stdout
+
+
+def test_smoke_playbook_passes_on_the_sandbox(platform: Path) -> None:
+    """playbooks/smoke.yml, as an operator runs it after a deploy: both hosts, one event through the
+    ingest API and the ETL into the warehouse, the dashboard through a port forward; its row removed.
+    Last in this module: its raw object stays (as on AWS), so the counts above would no longer match."""
+    state = DemoState.load(platform)
+    pf.down_processes(state, ("etl_schedule",))  # the smoke run's own ETL takes the run lock
+    rows_before = set(pf.warehouse(state)["event_ids"])
+    wanted = ("DWH_", "ETL_", "AWS_", "RAW_BUCKET", "PYTHONPATH", "POWERTOOLS_")
+    etl_env = {k: v for k, v in pf.etl_env(state).items() if k.startswith(wanted)}
+    run = pf.run_playbook(
+        state,
+        "playbooks/smoke.yml",
+        {
+            "smoke_ingest_url": f"{state.data['api_url']}/clickstream",
+            "smoke_etl_local_environment": etl_env,
+            "smoke_dashboard_port": pf._free_port(),
+        },
+    )
+    for check in (
+        "hosts: webdb, dwh answer",
+        "ingest: event",
+        "etl: local run",
+        "warehouse: the row arrived",
+    ):
+        assert f"SMOKE PASSED {check}" in run.stdout, run.stdout[-3000:]
+    assert "SMOKE PASSED dashboard: 200 through the port forward" in run.stdout
+    assert "(1 row)" in run.stdout
+    assert set(pf.warehouse(state)["event_ids"]) == rows_before  # its row is gone again
+    pf.step_schedule(state)

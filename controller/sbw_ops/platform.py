@@ -187,10 +187,12 @@ def run_playbook(
     *,
     with_facts: bool = True,
     check: bool = True,
+    options: tuple[str, ...] = (),
 ) -> PlaybookRun:
-    """ansible-playbook with the platform's inventory and extra vars; output kept in logs/."""
+    """ansible-playbook with the platform's inventory and extra vars (and `options`, e.g. --check);
+    output kept in logs/."""
     config = PlatformConfig.of(state)
-    cmd = [_bin("ansible-playbook"), playbook]
+    cmd = [_bin("ansible-playbook"), playbook, *options]
     if config.inventory:
         cmd += ["-i", config.inventory]
     settings = {"sbw_stacks_facts_file": str(facts_file(state)), **config.extra_vars, **(extra or {})}
