@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from sbw_ops import platform as pf
-from sbw_ops import platform_base as base
+from sbw_ops import platform_base as pbase
 from sbw_ops import platform_etl as etl
 from sbw_ops import platform_observe as observe
 from sbw_ops.platform_base import PlatformState
@@ -118,8 +118,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("e2e")
     name = f"sbwe{uuid.uuid4().hex[:6]}"
     run_dir = base / "run"
-    moto_port = base._free_port()
-    config = base.PlatformConfig(
+    moto_port = pbase._free_port()
+    config = pbase.PlatformConfig(
         inventory=str(_inventory(base)),
         extra_vars={
             "sandbox_name": name,
@@ -129,7 +129,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "sbw_public_subnet_cidr": "198.18.0.192/28",
             "sbw_private_subnet_cidr": "198.18.0.208/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
-            **base.default_config().extra_vars,  # the seed's bucket names, as `make demo`
+            **pbase.default_config().extra_vars,  # the seed's bucket names, as `make demo`
         },
         moto_port=moto_port,
         run_dir=str(run_dir),
@@ -156,7 +156,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert name not in netns, netns
         assert not _processes_mentioning(name), _processes_mentioning(name)  # nspawn hosts, forwarders
         assert not _processes_mentioning(str(directory)), _processes_mentioning(str(directory))
-        assert base._port_free(moto_port)  # the sandbox's moto is gone
+        assert pbase._port_free(moto_port)  # the sandbox's moto is gone
 
 
 def _assert_chain_exact(state: PlatformState) -> list[str]:
@@ -221,7 +221,7 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path
     proc = etl.spawn_etl(env, log)
     try:
         # In the middle: at least one batch of this run committed, the run not finished.
-        base.wait_until(
+        pbase.wait_until(
             lambda: (
                 proc.poll() is not None
                 or observe.warehouse(state)["objects"].get("loaded", 0) > loaded_before
@@ -241,7 +241,7 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path
     assert loaded_before < middle["objects"].get("loaded", 0) < total_objects  # really cut mid-run
     assert len(middle["event_ids"]) == len(set(middle["event_ids"]))
 
-    summary = base.wait_until(
+    summary = pbase.wait_until(
         lambda: (s := etl.run_etl_once(state))["status"] == "succeeded" and s,
         timeout=120,
         what="the next run (the killed run's lock released)",
@@ -260,7 +260,7 @@ def test_the_schedule_loads_new_traffic(platform: Path) -> None:
     runs_before = len(etl.schedule_runs(state))
     pf.send_traffic(state, sessions=60)
     sent = sum(w["accepted_events"] for w in state.data["traffic"])
-    base.wait_until(
+    pbase.wait_until(
         lambda: len(observe.warehouse(state)["event_ids"]) == sent,
         timeout=300,
         what="the schedule to load it",
@@ -284,7 +284,7 @@ def test_site_check_mode_runs_to_the_end_and_changes_nothing(platform: Path) -> 
     """`ansible-playbook site.yml --check` on the converged sandbox: no failure, changed=0 everywhere
     (what cannot run in check mode, e.g. rebuilding the private repository, is skipped and says so)."""
     state = PlatformState.load(platform)
-    run = base.run_playbook(state, "site.yml", options=("--check",))
+    run = pbase.run_playbook(state, "site.yml", options=("--check",))
     recap = run.recap()
     assert set(recap) == {"localhost", "webdb", "dwh"}, run.stdout[-3000:]
     assert all(c["failed"] == 0 and c["changed"] == 0 for c in recap.values()), (recap, run.log)
@@ -300,13 +300,13 @@ def test_smoke_playbook_passes_on_the_sandbox(platform: Path) -> None:
     rows_before = set(observe.warehouse(state)["event_ids"])
     wanted = ("DWH_", "ETL_", "AWS_", "RAW_BUCKET", "PYTHONPATH", "POWERTOOLS_")
     etl_env = {k: v for k, v in etl.etl_env(state).items() if k.startswith(wanted)}
-    run = base.run_playbook(
+    run = pbase.run_playbook(
         state,
         "playbooks/smoke.yml",
         {
             "smoke_ingest_url": f"{state.data['api_url']}/clickstream",
             "smoke_etl_local_environment": etl_env,
-            "smoke_dashboard_port": base._free_port(),
+            "smoke_dashboard_port": pbase._free_port(),
         },
     )
     for check in (
