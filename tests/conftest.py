@@ -23,7 +23,6 @@ MOTO_FIXTURES = frozenset({"moto_server", "moto_endpoint_url", "aws_client", "s3
 # Modules whose own module-scoped fixtures start what they need without the shared fixtures (a role run
 # that creates its own cluster, a network namespace, a subprocess demo, wheels from the package index).
 MODULE_NEEDS = {
-    "test_demo": "moto",  # `python -m sbw_ops.demo up` starts its own moto server and local API
     "test_dw_schema_role": "pg",  # runs the dw_schema role against a local PostgreSQL cluster (root)
     "test_port_forward": "hosts",  # a real network namespace (root)
     "test_stacks_moto": "moto",  # its own moto server for stacks.yml

@@ -322,7 +322,7 @@ def test_apt_installs_from_the_published_repository_anonymously(
 
 
 def _run_role(
-    tmp_path: Path, bucket: S3Bucket, base_status: Path, key_dir: Path
+    tmp_path: Path, bucket: S3Bucket, base_status: Path, key_dir: Path, cache_root: Path
 ) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "publish.yml"
     playbook.write_text(
@@ -345,6 +345,8 @@ def _run_role(
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
+        # The one setting that moves the content-keyed caches (playbooks/group_vars/all sbw_cache_root).
+        "SBW_CACHE_ROOT": str(cache_root),
     }
     return subprocess.run(
         [
@@ -376,8 +378,11 @@ def test_role_publishes_and_second_run_changes_nothing(
     s3_bucket: S3Bucket, base_status: Path, tmp_path: Path
 ) -> None:
     fresh_key_dir = tmp_path / "role-key"
-    first = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir)
+    # A fresh machine: no cache directory yet; the role creates what it writes into.
+    fresh_cache = tmp_path / "fresh-cache-root"
+    first = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert first.returncode == 0, first.stdout[-4000:]
+    assert any((fresh_cache / "apt-repo" / "apt-amd64" / "archives").glob("hello_*.deb"))
     assert _recap(first.stdout)["changed"] >= 2  # key generated, repository published
     assert (fresh_key_dir / apt_repo.PRIVATE_KEY_NAME).stat().st_mode & 0o777 == 0o600
     assert f"{PREFIX}/dists/bookworm/InRelease" in s3_bucket.keys(PREFIX)
@@ -387,6 +392,6 @@ def test_role_publishes_and_second_run_changes_nothing(
     url = f"{s3_bucket.endpoint_url}/{s3_bucket.name}/{PREFIX}/dists/bookworm/InRelease"
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - anonymous, like apt
         assert response.status == 200
-    second = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir)
+    second = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert second.returncode == 0, second.stdout[-4000:]
     assert _recap(second.stdout)["changed"] == 0, second.stdout[-4000:]

@@ -149,6 +149,10 @@ def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHostSandbo
         "sandbox_moto_port": port,
         "sandbox_dwh_package_source": "s3_repo",
         "sbw_apt_repo_dir": str(state / "apt-repo"),
+        # The bucket is named, never defaulted (playbooks/tasks/require_facts.yml), and no stacks' facts
+        # file of the checkout is read.
+        "sbw_artifacts_bucket": BUCKET,
+        "sbw_stacks_facts_file": str(state / "no-stacks-facts.yml"),
     }
     sandbox = OneHostSandbox(inventory, extra, f"http://127.0.0.1:{port}", state / "run", state / "apt-repo")
     up = sandbox.playbook(REPO_ROOT / "playbooks" / "sandbox.yml")

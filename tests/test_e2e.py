@@ -28,7 +28,10 @@ from typing import Any
 
 import pytest
 from sbw_ops import platform as pf
-from sbw_ops.demo import DemoState
+from sbw_ops import platform_base as pbase
+from sbw_ops import platform_etl as etl
+from sbw_ops import platform_observe as observe
+from sbw_ops.platform_base import PlatformState
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -115,8 +118,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("e2e")
     name = f"sbwe{uuid.uuid4().hex[:6]}"
     run_dir = base / "run"
-    moto_port = pf._free_port()
-    config = pf.PlatformConfig(
+    moto_port = pbase._free_port()
+    config = pbase.PlatformConfig(
         inventory=str(_inventory(base)),
         extra_vars={
             "sandbox_name": name,
@@ -126,7 +129,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "sbw_public_subnet_cidr": "198.18.0.192/28",
             "sbw_private_subnet_cidr": "198.18.0.208/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
-            **pf.default_config().extra_vars,  # the seed's bucket names, as `make demo`
+            **pbase.default_config().extra_vars,  # the seed's bucket names, as `make demo`
         },
         moto_port=moto_port,
         run_dir=str(run_dir),
@@ -136,13 +139,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         traffic_sessions=120,
         traffic_rate=60.0,
         schedule_every_seconds=5.0,
+        # A fresh machine (issue 12, point 7): no signing key, no kept base status, no run files, no
+        # stacks' facts (the state directory below is new too), so a step that relies on leftovers fails here.
+        state_root=str(base / "fresh-state-root"),
     )
     directory = base / "state"
     try:
         pf.up(directory, config)
         yield directory
     finally:
-        pids = [int(p["pid"]) for p in DemoState.load(directory).processes.values()]
+        pids = [int(p["pid"]) for p in PlatformState.load(directory).processes.values()]
         pf.down(directory)
         leftovers = [pid for pid in pids if _alive(pid)]
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
@@ -150,26 +156,26 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert name not in netns, netns
         assert not _processes_mentioning(name), _processes_mentioning(name)  # nspawn hosts, forwarders
         assert not _processes_mentioning(str(directory)), _processes_mentioning(str(directory))
-        assert pf._port_free(moto_port)  # the sandbox's moto is gone
+        assert pbase._port_free(moto_port)  # the sandbox's moto is gone
 
 
-def _assert_chain_exact(state: DemoState) -> list[str]:
+def _assert_chain_exact(state: PlatformState) -> list[str]:
     """events sent = events in the S3 objects (the keys the API answered) = rows in the warehouse
     (the same event ids, no duplicates); returns the event ids."""
     waves = state.data["traffic"]
     sent = sum(w["accepted_events"] for w in waves)
     assert sent == sum(w["events"] for w in waves) > 0
-    objects, s3_ids = pf.s3_event_ids(state)
+    objects, s3_ids = observe.s3_event_ids(state)
     assert objects == sum(w["objects_written"] for w in waves)
     assert len(s3_ids) == len(set(s3_ids)) == sent
-    dw = pf.warehouse(state)
+    dw = observe.warehouse(state)
     assert len(dw["event_ids"]) == len(set(dw["event_ids"]))
     assert set(dw["event_ids"]) == set(s3_ids)
     assert dw["objects"] == {"loaded": objects}
     return s3_ids
 
 
-def _assert_dashboard_shows(state: DemoState) -> None:
+def _assert_dashboard_shows(state: PlatformState) -> None:
     """The KPIs read from the page in Chromium = what was sent (all of it is in the last 7 days)."""
     waves = state.data["traffic"]
     by_name: Counter[str] = Counter()
@@ -188,11 +194,15 @@ def _assert_dashboard_shows(state: DemoState) -> None:
 
 
 def test_up_events_sent_equal_s3_equal_warehouse_equal_dashboard(platform: Path) -> None:
-    state = DemoState.load(platform)
+    state = PlatformState.load(platform)
     site = state.data["site"]["changed"]
     assert set(site) == {"webdb", "dwh"} and site["webdb"] > 0 and site["dwh"] > 0
     assert state.data["etl_runs"][-1]["status"] == "succeeded"
     assert state.data["etl_runs"][-1]["objects_quarantined"] == 0
+    # Everything it kept went to the fresh state root, created by whoever wrote it.
+    root = Path(state.data["platform"]["state_root"])
+    assert (root / "apt-repo" / "key" / "signing-key.asc").stat().st_mode & 0o777 == 0o600
+    assert any((root / "apt-repo").glob("base-status-*"))
     _assert_chain_exact(state)
     _assert_dashboard_shows(state)
     assert state.data["dashboard_url"].startswith("http://127.0.0.1:")
@@ -201,19 +211,20 @@ def test_up_events_sent_equal_s3_equal_warehouse_equal_dashboard(platform: Path)
 
 
 def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path) -> None:
-    state = DemoState.load(platform)
+    state = PlatformState.load(platform)
     pf.down_processes(state, ("etl_schedule",))  # the schedule would take the run's lock meanwhile
     pf.send_traffic(state, sessions=150)
-    before = pf.warehouse(state)
+    before = observe.warehouse(state)
     loaded_before = before["objects"].get("loaded", 0)
-    env = {**pf.etl_env(state), "ETL_BATCH_OBJECTS": "2", "ETL_READ_CONCURRENCY": "2"}
+    env = {**etl.etl_env(state), "ETL_BATCH_OBJECTS": "2", "ETL_READ_CONCURRENCY": "2"}
     log = platform / "logs" / "etl-killed.log"
-    proc = pf.spawn_etl(env, log)
+    proc = etl.spawn_etl(env, log)
     try:
         # In the middle: at least one batch of this run committed, the run not finished.
-        pf.wait_until(
+        pbase.wait_until(
             lambda: (
-                proc.poll() is not None or pf.warehouse(state)["objects"].get("loaded", 0) > loaded_before
+                proc.poll() is not None
+                or observe.warehouse(state)["objects"].get("loaded", 0) > loaded_before
             ),
             timeout=300,
             what="the ETL run to commit its first batch",
@@ -225,13 +236,13 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path
         assert proc.stdout is not None
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
-    middle = pf.warehouse(state)
+    middle = observe.warehouse(state)
     total_objects = sum(w["objects_written"] for w in state.data["traffic"])
     assert loaded_before < middle["objects"].get("loaded", 0) < total_objects  # really cut mid-run
     assert len(middle["event_ids"]) == len(set(middle["event_ids"]))
 
-    summary = pf.wait_until(
-        lambda: (s := pf.run_etl_once(state))["status"] == "succeeded" and s,
+    summary = pbase.wait_until(
+        lambda: (s := etl.run_etl_once(state))["status"] == "succeeded" and s,
         timeout=120,
         what="the next run (the killed run's lock released)",
         interval=1.0,
@@ -239,29 +250,73 @@ def test_etl_killed_mid_run_then_next_run_leaves_the_counts_exact(platform: Path
     sent = sum(w["accepted_events"] for w in state.data["traffic"])
     assert summary["rows_inserted"] + len(middle["event_ids"]) == sent
     _assert_chain_exact(state)
-    runs = pf.warehouse(state)["runs"]
+    runs = observe.warehouse(state)["runs"]
     assert runs.get("abandoned", 0) + runs.get("failed", 0) >= 1 and "running" not in runs, runs
     pf.step_schedule(state)  # back as `up` left it
 
 
 def test_the_schedule_loads_new_traffic(platform: Path) -> None:
-    state = DemoState.load(platform)
-    runs_before = len(pf.schedule_runs(state))
+    state = PlatformState.load(platform)
+    runs_before = len(etl.schedule_runs(state))
     pf.send_traffic(state, sessions=60)
     sent = sum(w["accepted_events"] for w in state.data["traffic"])
-    pf.wait_until(
-        lambda: len(pf.warehouse(state)["event_ids"]) == sent, timeout=300, what="the schedule to load it"
+    pbase.wait_until(
+        lambda: len(observe.warehouse(state)["event_ids"]) == sent,
+        timeout=300,
+        what="the schedule to load it",
     )
     _assert_chain_exact(state)
-    assert any(r.get("rows_inserted") for r in pf.schedule_runs(state)[runs_before:])
+    assert any(r.get("rows_inserted") for r in etl.schedule_runs(state)[runs_before:])
 
 
 def test_second_up_converges_with_no_change_on_the_hosts(platform: Path) -> None:
     pf.up(platform)  # what a second `make demo` does: same sandbox, same hosts
-    state = DemoState.load(platform)
+    state = PlatformState.load(platform)
     changed = state.data["site"]["changed"]
     assert set(changed) == {"webdb", "dwh"} and not any(changed.values()), changed
     assert state.data["sandbox"]["changed"] == 0  # the running sandbox and its cached root re-used
     assert len(state.data["traffic"]) == 4  # the first up, the two tests above, this up
     _assert_chain_exact(state)
     _assert_dashboard_shows(state)
+
+
+def test_site_check_mode_runs_to_the_end_and_changes_nothing(platform: Path) -> None:
+    """`ansible-playbook site.yml --check` on the converged sandbox: no failure, changed=0 everywhere
+    (what cannot run in check mode, e.g. rebuilding the private repository, is skipped and says so)."""
+    state = PlatformState.load(platform)
+    run = pbase.run_playbook(state, "site.yml", options=("--check",))
+    recap = run.recap()
+    assert set(recap) == {"localhost", "webdb", "dwh"}, run.stdout[-3000:]
+    assert all(c["failed"] == 0 and c["changed"] == 0 for c in recap.values()), (recap, run.log)
+    assert "not rebuilt in check mode" in run.stdout
+
+
+def test_smoke_playbook_passes_on_the_sandbox(platform: Path) -> None:
+    """playbooks/smoke.yml, as an operator runs it after a deploy: both hosts, one event through the
+    ingest API and the ETL into the warehouse, the dashboard through a port forward; its row removed.
+    Last in this module: its raw object stays (as on AWS), so the counts above would no longer match."""
+    state = PlatformState.load(platform)
+    pf.down_processes(state, ("etl_schedule",))  # the smoke run's own ETL takes the run lock
+    rows_before = set(observe.warehouse(state)["event_ids"])
+    wanted = ("DWH_", "ETL_", "AWS_", "RAW_BUCKET", "PYTHONPATH", "POWERTOOLS_")
+    etl_env = {k: v for k, v in etl.etl_env(state).items() if k.startswith(wanted)}
+    run = pbase.run_playbook(
+        state,
+        "playbooks/smoke.yml",
+        {
+            "smoke_ingest_url": f"{state.data['api_url']}/clickstream",
+            "smoke_etl_local_environment": etl_env,
+            "smoke_dashboard_port": pbase._free_port(),
+        },
+    )
+    for check in (
+        "hosts: webdb, dwh answer",
+        "ingest: event",
+        "etl: local run",
+        "warehouse: the row arrived",
+    ):
+        assert f"SMOKE PASSED {check}" in run.stdout, run.stdout[-3000:]
+    assert "SMOKE PASSED dashboard: 200 through the port forward" in run.stdout
+    assert "(1 row)" in run.stdout
+    assert set(observe.warehouse(state)["event_ids"]) == rows_before  # its row is gone again
+    pf.step_schedule(state)

@@ -173,3 +173,53 @@ def test_ssm_backend_renders_the_session_command_and_needs_the_plugin(tmp_path: 
     assert json.dumps(command)[1:-1] in result.stdout, result.stdout  # as printed in the JSON result
     assert "session-manager-plugin is not installed on this controller" in result.stdout
     assert not (tmp_path / "forwards" / f"i-0123456789abcdef0-{port}.pid").exists()
+
+
+@pytest.mark.parametrize("xdg", [True, False], ids=["xdg-runtime-dir", "home-cache"])
+def test_an_operator_who_is_not_root_keeps_run_files_in_their_own_directory(xdg: bool) -> None:
+    """No pf_run_dir given, run as `nobody`: the run dir is $XDG_RUNTIME_DIR/sbw (or ~/.cache/sbw),
+    created by the playbook; never /run (root only; macOS has none)."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="sbw-pf-nonroot-", dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        home, runtime = base / "home", base / "xdg"
+        for directory in (home, runtime):
+            directory.mkdir()
+            os.chown(directory, 65534, 65534)
+        inventory = base / "aws.yml"
+        inventory.write_text(
+            "all:\n  children:\n    role_dwh:\n      hosts:\n        i-0123456789abcdef0:\n"
+            "          sbw_port_forward_backend: ssm\n",
+            encoding="utf-8",
+        )
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            # nobody's passwd home is /nonexistent, which the local connection's remote tmp would use.
+            "ANSIBLE_REMOTE_TMP": str(home / ".ansible" / "tmp"),
+            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            **({"XDG_RUNTIME_DIR": str(runtime)} if xdg else {}),
+        }
+        args = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(PLAYBOOK), "-e", "pf_state=status"]
+        # Modules on localhost run with the system Python: this machine's venv interpreter lives under
+        # /root (0700), which `nobody` cannot execute; an operator's own venv has no such limit.
+        args += ["-e", "ansible_python_interpreter=/usr/bin/python3"]
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "PORT_FORWARD down: no forwarder of i-0123456789abcdef0 on local port 3838" in result.stdout
+        run_dir = (runtime / "sbw" if xdg else home / ".cache" / "sbw") / "port-forward"
+        assert run_dir.is_dir() and run_dir.stat().st_uid == 65534
+        assert run_dir.stat().st_mode & 0o777 == 0o700
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -274,6 +274,110 @@ def test_security_group_ingress_as_moto_models_it(deployment: Deployment) -> Non
     assert ingress("SgVpcInterfaceEndpointSsmId") == {(443, "10.0.128.0/20"), (443, outputs["SgOltpWebDbId"])}
 
 
+def _render_pg_hba(deployment: Deployment) -> dict[str, list[list[str]]]:
+    """pg_hba.conf of webdb and dwh as the host plays render it: the real template, the roles' defaults,
+    the real plays' vars (playbooks/webdb.yml, dwh.yml) and the stacks' facts file found by
+    playbooks/stacks_facts.yml. Only the connection is local (no host is booted)."""
+    out = deployment.workdir / "pg_hba"
+    out.mkdir(exist_ok=True)
+
+    def play(host: str, playbook: str, roles: tuple[str, ...]) -> dict[str, Any]:
+        real = yaml.safe_load((REPO / "playbooks" / playbook).read_text())[-1]
+        files = [str(REPO / "playbooks" / "group_vars" / "all" / "main.yml")]
+        for role in roles:
+            files += [
+                str(p)
+                for p in (REPO / "roles" / role / d / "main.yml" for d in ("defaults", "vars"))
+                if p.exists()
+            ]
+        return {
+            "name": f"Render {host}'s pg_hba",
+            "hosts": host,
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": files,
+            "tasks": [
+                {
+                    "name": "Render pg_hba.conf",
+                    "ansible.builtin.template": {
+                        "src": str(REPO / "roles" / "postgresql" / "templates" / "pg_hba.conf.j2"),
+                        "dest": f"{out}/{host}.conf",
+                        "mode": "0644",
+                    },
+                    # Task vars outrank vars_files: the play's vars beat the roles' defaults, as in a play.
+                    "vars": real["vars"],
+                }
+            ],
+        }
+
+    playbook = deployment.workdir / "render-pg-hba.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {"ansible.builtin.import_playbook": str(REPO / "playbooks" / "stacks_facts.yml")},
+                play("webdb", "webdb.yml", ("postgresql", "oltp_schema")),
+                play("dwh", "dwh.yml", ("postgresql", "dw_schema")),
+            ],
+            sort_keys=False,
+        )
+    )
+    inventory = deployment.workdir / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    role_webdb:\n      hosts:\n        webdb:\n"
+        "    role_dwh:\n      hosts:\n        dwh:\n"
+        "  vars:\n    ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
+    )
+    facts = deployment.workdir / "stacks-facts.yml"
+    run = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(playbook), "-e", f"sbw_stacks_facts_file={facts}"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return {
+        host: [
+            line.split()
+            for line in (out / f"{host}.conf").read_text().splitlines()
+            if line and line[0] != "#"
+        ]
+        for host in ("webdb", "dwh")
+    }
+
+
+def test_security_groups_and_pg_hba_admit_the_same_sources(deployment: Deployment) -> None:
+    """One source for both rules: what sg_oltp_webDB admits on 5432 is what pg_hba admits the app from
+    (Amplify included), and the ETL user is admitted from exactly the subnet SBW_Lamda_ETL runs in."""
+    ec2 = deployment.client("ec2")
+    network = outputs(deployment, "sbw-network")
+    (webdb_sg,) = ec2.describe_security_groups(GroupIds=[network["SgOltpWebDbId"]])["SecurityGroups"]
+    sg_cidrs = {
+        peer["CidrIp"]
+        for perm in webdb_sg["IpPermissions"]
+        if perm["FromPort"] == 5432
+        for peer in perm["IpRanges"]
+    }
+    etl = deployment.client("lambda").get_function_configuration(FunctionName="SBW_Lamda_ETL")
+    etl_subnets = ec2.describe_subnets(SubnetIds=etl["VpcConfig"]["SubnetIds"])["Subnets"]
+
+    hba = _render_pg_hba(deployment)
+    app = {
+        fields[3] for fields in hba["webdb"] if fields[0].startswith("host") and fields[2] == "sbw_web_app"
+    }
+    etl_sources = {fields[3] for fields in hba["dwh"] if fields[0] == "host" and fields[2] == "sbw_etl"}
+    assert sg_cidrs == {ADMIN_CIDR, AMPLIFY_CIDR}
+    assert app == sg_cidrs
+    assert etl_sources == {s["CidrBlock"] for s in etl_subnets} == {"10.0.128.0/20"}
+    # Nothing else on the network: the other entries are local or loopback.
+    others = [
+        f for h in hba.values() for f in h if f[0] != "local" and f[2] not in ("sbw_web_app", "sbw_etl")
+    ]
+    assert all(f[3] in ("127.0.0.1/32", "::1/128") for f in others), others
+
+
 def test_buckets(deployment: Deployment) -> None:
     s3 = deployment.client("s3")
     names = {b["Name"] for b in s3.list_buckets()["Buckets"]}

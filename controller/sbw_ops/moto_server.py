@@ -1,6 +1,6 @@
 """Start and stop a real `moto_server` subprocess on 127.0.0.1 (the local stand-in for AWS APIs).
 
-One implementation used by the demo (`sbw_ops.demo`) and by the pytest fixtures
+One implementation used by the demo (`sbw_ops.platform`) and by the pytest fixtures
 (`tests/fixtures/moto.py`). The server is started with port 0 so the kernel picks a free port
 (no race between choosing a port and binding it); the real port is read from the server's log.
 """

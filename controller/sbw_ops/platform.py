@@ -12,9 +12,9 @@ that repository) -> local ingest API
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
 the schedule (a background loop running the ETL every N seconds; PID file) -> port forward
 (playbooks/port_forward.yml, sandbox backend) -> the dashboard in Chromium: KPIs read and a screenshot
--> a summary. Every step is `def step_x(state) -> None` over a `sbw_ops.demo.DemoState` (or anything
-with `directory`, `data`, `save()` and `record_process()`); the step's configuration is
-`state.data["platform"]` (see `PlatformConfig`), defaults = the default sandbox of inventory/sandbox/.
+-> a summary. Every step is `def step_x(state) -> None` over a `sbw_ops.platform_base.PlatformState`;
+the step's configuration is `state.data["platform"]` (see `PlatformConfig`), defaults = the default
+sandbox of inventory/sandbox/.
 
 A second `up` on a running platform re-uses everything (the cached root, the booted hosts) and
 reports the hosts' `changed` counts of site.yml: 0 once converged.
@@ -24,477 +24,46 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import yaml
-
-from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-STATE_DIR = Path(os.environ.get("SBW_DEMO_STATE_DIR", REPO_ROOT / ".cache" / "demo"))
-REGION = "ap-southeast-1"
-ETL_PASSWORD_PARAM = "/sbw/dwh/etl_password"  # noqa: S105 (a parameter name)
-DASHBOARD_PASSWORD_PARAM = "/sbw/dwh/dashboard_password"  # noqa: S105
-APP_PASSWORD_PARAM = "/sbw/webdb/app_password"  # noqa: S105
-WAREHOUSE_DB = "clickstream_dw"
-OLTP_DB = "clickstream_web"
-# The dashboard's KPI cards (roles/sbw_dashboard/files/app/R/ui.R: #kpi_<name>).
-KPI_IDS = (
-    "events",
-    "sessions",
-    "users",
-    "logged_in_users",
-    "guest_visitors",
-    "first_visits",
-    "product_views",
-    "add_to_carts",
-    "purchases",
-    "revenue",
-    "conversion_rate",
+from sbw_ops.local_api import READY_PREFIX
+from sbw_ops.platform_base import (
+    APP_PASSWORD_PARAM,
+    OLTP_DB,
+    REGION,
+    REPO_ROOT,
+    STATE_DIR,
+    PlatformConfig,
+    PlatformState,
+    _changed,
+    _free_port,
+    _log_dir,
+    _port_free,
+    aws_env,
+    default_config,
+    run_playbook,
+    runs_marker,
+    ssm_secret,
+    stack_facts,
 )
-_RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
-
-
-class State(Protocol):
-    """What the steps need of `sbw_ops.demo.DemoState`."""
-
-    directory: Path
-    data: dict[str, Any]
-
-    def save(self) -> None: ...
-
-    def record_process(self, name: str, pid: int, marker: str, log: Path | None = None) -> None: ...
-
-
-@dataclass
-class PlatformConfig:
-    """Where the platform runs. Defaults: the default sandbox (inventory/sandbox/, ansible.cfg)."""
-
-    inventory: str | None = None  # None: ansible.cfg's inventory/sandbox
-    extra_vars: dict[str, Any] = field(default_factory=dict)  # -e for every playbook
-    moto_port: int = 4566  # sandbox_moto_port of inventory/sandbox/group_vars/sandbox.yml
-    run_dir: str = "/run/sbw-sandbox"  # sandbox_run_dir (the hosts' PID files)
-    webdb_address: str = "198.18.0.10"
-    dwh_address: str = "198.18.0.20"
-    dashboard_port: int = 3838  # local end of the port forward; 0 = a free port
-    traffic_sessions: int = 300
-    traffic_rate: float = 60.0
-    traffic_seed: int = 42
-    # Shoppers spread over the last N hours (simulated clock sped up), so the dashboard's charts show a
-    # history; 0 = all of them just now. Inside the ingest's 7-day window and the dashboard's 7 days.
-    traffic_backdate_hours: float = 36.0
-    schedule_every_seconds: float = 60.0  # the simulated "hourly" ETL schedule
-    etl_env: dict[str, str] = field(default_factory=dict)  # extra ETL_* tuning for every run
-
-    @classmethod
-    def of(cls, state: State) -> PlatformConfig:
-        return cls(**state.data.get("platform", {}))
-
-    def store(self, state: State) -> None:
-        state.data["platform"] = asdict(self)
-        state.save()
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.moto_port}"
-
-
-def default_config() -> PlatformConfig:
-    """`make demo`: the default sandbox (inventory/sandbox: dwh on its private repository, the shop's
-    sample catalog in webdb), with the seed's bucket names."""
-    return PlatformConfig(
-        # No -<account>-<region> suffix: moto is private to this machine, so the walkthrough's names do.
-        extra_vars={"sbw_stacks_bucket_suffix": ""}
-    )
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def aws_env() -> dict[str, str]:
-    """Fake credentials for the local AWS stand-in: never hand it (or risk using) real ones."""
-    env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-        }
-    )
-    return env
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-def _log_dir(state: State) -> Path:
-    path = state.directory / "logs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def facts_file(state: State) -> Path:
-    """Where playbooks/stacks.yml writes the stacks' outputs for this platform."""
-    return state.directory / "stacks-facts.yml"
-
-
-def stack_facts(state: State) -> dict[str, Any]:
-    path = facts_file(state)
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing: the stacks step has not run")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-@dataclass(frozen=True)
-class PlaybookRun:
-    playbook: str
-    returncode: int
-    stdout: str
-    log: Path
-
-    def recap(self) -> dict[str, dict[str, int]]:
-        """`PLAY RECAP` of the last play -> {host: {"ok": n, "changed": n, ...}}."""
-        tail = self.stdout.rsplit("PLAY RECAP", 1)[-1]
-        return {
-            m["host"]: {k: int(v) for k, v in (pair.split("=") for pair in m["counts"].split())}
-            for m in _RECAP.finditer(tail)
-        }
-
-
-def run_playbook(
-    state: State,
-    playbook: str,
-    extra: dict[str, Any] | None = None,
-    *,
-    with_facts: bool = True,
-    check: bool = True,
-) -> PlaybookRun:
-    """ansible-playbook with the platform's inventory and extra vars; output kept in logs/."""
-    config = PlatformConfig.of(state)
-    cmd = [_bin("ansible-playbook"), playbook]
-    if config.inventory:
-        cmd += ["-i", config.inventory]
-    settings = {"sbw_stacks_facts_file": str(facts_file(state)), **config.extra_vars, **(extra or {})}
-    cmd += ["-e", json.dumps(settings)]
-    if with_facts and facts_file(state).exists():
-        cmd += ["-e", f"@{facts_file(state)}"]
-    env = {
-        **aws_env(),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-        "PYTHONPATH": os.pathsep.join(
-            [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    name = Path(playbook).stem
-    log = _log_dir(state) / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    print(f"      ansible-playbook {playbook} (log: {log})", flush=True)
-    with log.open("w") as handle:  # streamed: `tail -f` it while a long play runs
-        result = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, timeout=5400, check=False
-        )
-    output = log.read_text(errors="replace")
-    run = PlaybookRun(playbook, result.returncode, output, log)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{playbook} failed (rc {result.returncode}); see {log}:\n{output[-3000:]}")
-    return run
-
-
-def _changed(run: PlaybookRun) -> dict[str, int]:
-    return {host: counts.get("changed", 0) for host, counts in run.recap().items()}
-
-
-def ssm_secret(config: PlatformConfig, name: str) -> str:
-    import boto3
-
-    ssm = boto3.client(
-        "ssm",
-        endpoint_url=config.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto)
-    )
-    return ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-
-
-def s3_client(config: PlatformConfig) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=config.endpoint_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 (moto)
-    )
-
-
-def host_pid(config: PlatformConfig, host: str) -> int:
-    """PID of a sandbox host's systemd (its namespaces), from the sandbox's PID file."""
-    return int((Path(config.run_dir) / f"{host}.pid").read_text().split()[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-# --- what is where: S3 and the warehouse -----------------------------------------------------
-
-
-def s3_event_ids(state: State) -> tuple[int, list[str]]:
-    """(objects under events/, every event_id in them) of the raw bucket."""
-    config = PlatformConfig.of(state)
-    s3 = s3_client(config)
-    bucket = state.data["raw_bucket"]
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/"):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def read(key: str) -> None:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        found = [json.loads(line)["event_id"] for line in body.splitlines() if line.strip()]
-        with lock:
-            ids.extend(found)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(read, keys))
-    return len(keys), ids
-
-
-_IN_DWH = """
-import json, sys, psycopg2
-conn = psycopg2.connect(host="127.0.0.1", port=5432, dbname=sys.argv[1], user="sbw_dashboard",
-                        password=sys.stdin.read(), connect_timeout=10)
-with conn.cursor() as cur:
-    cur.execute("SELECT event_id::text FROM clickstream_events")
-    ids = [r[0] for r in cur.fetchall()]
-    cur.execute("SELECT status, count(*) FROM etl_runs GROUP BY status")
-    runs = dict(cur.fetchall())
-    cur.execute("SELECT status, count(*) FROM etl_objects GROUP BY status")
-    objects = dict(cur.fetchall())
-print(json.dumps({"event_ids": ids, "runs": runs, "objects": objects}))
-"""
-
-
-def warehouse(state: State) -> dict[str, Any]:
-    """The warehouse as the dashboard user sees it (only from inside the dwh host: pg_hba):
-    {"event_ids": [...], "runs": {status: n}, "objects": {status: n}}."""
-    config = PlatformConfig.of(state)
-    result = subprocess.run(
-        [
-            "nsenter",
-            "--target",
-            str(host_pid(config, "dwh")),
-            "--net",
-            sys.executable,
-            "-c",
-            _IN_DWH,
-            WAREHOUSE_DB,
-        ],
-        input=ssm_secret(config, DASHBOARD_PASSWORD_PARAM),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"cannot read the warehouse: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-# --- the ETL: one run, and the schedule ------------------------------------------------------
-
-
-def etl_env(state: State) -> dict[str, str]:
-    """Environment of SBW_Lamda_ETL run locally: the dwh warehouse, sbw_etl, password from SSM."""
-    config = PlatformConfig.of(state)
-    env = {k: v for k, v in aws_env().items() if not k.startswith(("DWH_", "ETL_"))}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join(
-                [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), str(REPO_ROOT)]
-            ),
-            "DWH_HOST": config.dwh_address,
-            "DWH_PORT": "5432",
-            "DWH_USER": "sbw_etl",
-            "DWH_DATABASE": WAREHOUSE_DB,
-            "DWH_PASSWORD_PARAM": ETL_PASSWORD_PARAM,
-            "RAW_BUCKET": state.data["raw_bucket"],
-            "AWS_ENDPOINT_URL": config.endpoint_url,
-            "POWERTOOLS_SERVICE_NAME": "sbw-etl",
-            **config.etl_env,
-        }
-    )
-    return env
-
-
-def spawn_etl(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """One ETL invocation as its own process (`python -m sbw_clickstream.etl_handler`)."""
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sbw_clickstream.etl_handler"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=handle,
-        )
-
-
-def etl_summary(out: bytes, log: Path) -> dict[str, Any]:
-    """The summary the handler prints last (indented JSON) after its log lines (kept in `log`)."""
-    text = out.decode(errors="replace")
-    with log.open("a") as handle:
-        handle.write(text)
-    start = 0 if text.startswith("{\n") else text.rfind("\n{\n") + 1
-    if start == 0 and not text.startswith("{\n"):
-        raise ValueError(f"no ETL summary in its output; see {log}")
-    return json.loads(text[start:])
-
-
-def run_etl_once(state: State, timeout: float = 900.0) -> dict[str, Any]:
-    """One ETL run to its end; returns its summary (status, objects_loaded, rows_inserted, ...)."""
-    log = _log_dir(state) / "etl.log"
-    proc = spawn_etl(etl_env(state), log)
-    out, _ = proc.communicate(timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ETL failed (exit {proc.returncode}); see {log}")
-    return etl_summary(out, log)
-
-
-def schedule_loop(state_dir: Path, every: float, stop: threading.Event) -> None:
-    """Run the ETL every `every` seconds until `stop` (the EventBridge rate(1 hour) rule, sped up)."""
-    from sbw_ops.demo import DemoState
-
-    state = DemoState.load(state_dir)
-    env = etl_env(state)
-    log = _log_dir(state) / "etl.log"
-    runs = state_dir / "etl-schedule.jsonl"
-    while not stop.is_set():
-        started = time.monotonic()
-        proc = spawn_etl(env, log)
-        current["proc"] = proc
-        out, _ = proc.communicate()
-        current["proc"] = None
-        record: dict[str, Any] = {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "exit": proc.returncode,
-        }
-        with contextlib.suppress(ValueError):
-            summary = etl_summary(out or b"", log)
-            record.update({k: summary.get(k) for k in ("status", "objects_loaded", "rows_inserted")})
-        with runs.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        stop.wait(max(0.0, every - (time.monotonic() - started)))
-
-
-current: dict[str, subprocess.Popen[bytes] | None] = {"proc": None}
-
-
-def _schedule_main(state_dir: Path, every: float) -> int:
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: Any) -> None:
-        stop.set()
-        proc = current["proc"]
-        if proc is not None and proc.poll() is None:
-            proc.terminate()  # the ETL is crash-safe: a cut run is redone by the next one
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    schedule_loop(state_dir, every, stop)
-    return 0
-
-
-def schedule_runs(state: State) -> list[dict[str, Any]]:
-    path = state.directory / "etl-schedule.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# --- the dashboard in a browser --------------------------------------------------------------
-
-
-def _number(text: str) -> float:
-    cleaned = re.sub(r"[^0-9.\-]", "", text)
-    return float(cleaned) if cleaned else float("nan")
-
-
-def dashboard_kpis(url: str, screenshot: Path | None = None, timeout_ms: int = 120_000) -> dict[str, float]:
-    """Open the dashboard in headless Chromium, wait (in real time) for Shiny, read the KPI cards,
-    optionally save a full-page screenshot. conversion_rate as a fraction."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, timeout=timeout_ms)
-            page.wait_for_function(
-                SHINY_IDLE_JS + " && document.getElementById('kpi_events').textContent.length > 0",
-                timeout=timeout_ms,
-            )
-            values = {k: _number(page.text_content(f"#kpi_{k}") or "") for k in KPI_IDS}
-            values["conversion_rate"] = values["conversion_rate"] / 100
-            if screenshot is not None:
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
-    return values
+from sbw_ops.platform_etl import run_etl_once, schedule_main
+from sbw_ops.platform_observe import dashboard_kpis, s3_event_ids, warehouse
+
+# The ingest API's CORS origin in the sandbox (the shop's dev server).
+DEMO_ORIGIN = "http://localhost:3000"
 
 
 # --- the steps of `up` --------------------------------------------------------------------------
 
 
-def step_sandbox(state: State) -> None:
+def step_sandbox(state: PlatformState) -> None:
     """Sandbox up: nspawn hosts webdb and dwh, moto on the gateway (playbooks/sandbox.yml)."""
     config = PlatformConfig.of(state)
     run = run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False)
@@ -504,7 +73,7 @@ def step_sandbox(state: State) -> None:
     print(f"  hosts webdb {config.webdb_address}, dwh {config.dwh_address}; AWS: {config.endpoint_url}")
 
 
-def step_site(state: State) -> None:
+def step_site(state: PlatformState) -> None:
     """site.yml: the stacks (to moto), the dwh host's private repository, both hosts (dwh from it)."""
     run = run_playbook(state, "site.yml")
     changed = _changed(run)
@@ -516,20 +85,65 @@ def step_site(state: State) -> None:
     print(f"  {verdict}: " + ", ".join(f"{h} changed={n}" for h, n in sorted(hosts.items())))
 
 
-def step_local_api(state: State) -> None:
+def step_local_api(state: PlatformState, timeout: float = 60.0) -> None:
     """Local ingest API started (the real handler, writing to the sandbox moto's raw bucket)."""
-    from sbw_ops import demo
-
     config = PlatformConfig.of(state)
     state.data["s3_endpoint_url"] = config.endpoint_url
     if "raw_bucket" not in state.data:
         state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()
     os.environ.update({k: v for k, v in aws_env().items() if k.startswith("AWS_")})
-    demo.step_local_api(state)  # type: ignore[arg-type]
+    log_path = state.directory / "local_api.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sbw_ops.local_api",
+        "--port",
+        "0",
+        "--bucket",
+        state.data["raw_bucket"],
+        "--s3-endpoint-url",
+        state.data["s3_endpoint_url"],
+        "--region",
+        REGION,
+        "--cors-origins",
+        DEMO_ORIGIN,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(REPO_ROOT / "lambda_src"),
+                str(REPO_ROOT / "controller"),
+                os.environ.get("PYTHONPATH", ""),
+            ]
+        ),
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    state.record_process("local_api", proc.pid, "sbw_ops.local_api", log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"local API exited with {proc.returncode}; see {log_path}")
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith(READY_PREFIX):
+                state.data["api_url"] = line[len(READY_PREFIX) :].strip()
+                state.save()
+                print(f"  local ingest API: {state.data['api_url']}/clickstream  pid {proc.pid}")
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"local API not ready after {timeout:.0f}s; see {log_path}")
 
 
-def catalog(state: State) -> list[Any]:
+def catalog(state: PlatformState) -> list[Any]:
     """The shop's catalog from the webdb host's clickstream_web (the app role, from the admin address)."""
     from sbw_ops import traffic
 
@@ -542,7 +156,9 @@ def catalog(state: State) -> list[Any]:
     return traffic.load_products(dsn, None)
 
 
-def send_traffic(state: State, sessions: int | None = None, seed: int | None = None) -> dict[str, Any]:
+def send_traffic(
+    state: PlatformState, sessions: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
     """Synthetic shoppers through the local API; returns the traffic summary (plus its event ids)."""
     from sbw_ops import traffic
 
@@ -569,13 +185,21 @@ def send_traffic(state: State, sessions: int | None = None, seed: int | None = N
     result["keys"] = list(summary.keys)
     result["catalog_products"] = len(products)
     waves = state.data.setdefault("traffic", [])
-    kept = ("seed", "sessions", "events", "events_by_name", "accepted_events", "requests", "objects_written")
+    kept = (
+        "seed",
+        "sessions",
+        "events",
+        "events_by_name",
+        "accepted_events",
+        "requests",
+        "objects_written",
+    )
     waves.append({k: result[k] for k in kept})
     state.save()
     return result
 
 
-def step_traffic(state: State) -> None:
+def step_traffic(state: PlatformState) -> None:
     """Synthetic traffic through the local ingest API (shoppers over the webdb catalog)."""
     result = send_traffic(state)
     print(
@@ -585,7 +209,7 @@ def step_traffic(state: State) -> None:
     )
 
 
-def step_etl(state: State) -> None:
+def step_etl(state: PlatformState) -> None:
     """ETL run (the real handler) into the dwh warehouse."""
     summary = run_etl_once(state)
     state.data["etl_runs"] = [*state.data.get("etl_runs", []), summary]
@@ -596,7 +220,7 @@ def step_etl(state: State) -> None:
     )
 
 
-def step_schedule(state: State) -> None:
+def step_schedule(state: PlatformState) -> None:
     """The hourly schedule simulated: the ETL every N seconds in the background (PID file)."""
     config = PlatformConfig.of(state)
     log = _log_dir(state) / "etl-schedule.log"
@@ -616,7 +240,11 @@ def step_schedule(state: State) -> None:
             env={
                 **aws_env(),
                 "PYTHONPATH": os.pathsep.join(
-                    [str(REPO_ROOT / "lambda_src"), str(REPO_ROOT / "controller"), str(REPO_ROOT)]
+                    [
+                        str(REPO_ROOT / "lambda_src"),
+                        str(REPO_ROOT / "controller"),
+                        str(REPO_ROOT),
+                    ]
                 ),
             },
             stdin=subprocess.DEVNULL,
@@ -629,7 +257,7 @@ def step_schedule(state: State) -> None:
     print(f"  every {config.schedule_every_seconds:g} s (stands for rate(1 hour)); pid {proc.pid}")
 
 
-def step_port_forward(state: State) -> None:
+def step_port_forward(state: PlatformState) -> None:
     """Port forward to the dashboard started (playbooks/port_forward.yml, sandbox backend)."""
     config = PlatformConfig.of(state)
     port = config.dashboard_port
@@ -638,20 +266,32 @@ def step_port_forward(state: State) -> None:
         port = previous
     elif port == 0 or not _port_free(port):
         port = _free_port()
-    state.data["port_forward"] = {"port": port, "run_dir": str(state.directory / "port-forward")}
+    state.data["port_forward"] = {
+        "port": port,
+        "run_dir": str(state.directory / "port-forward"),
+    }
     state.save()
-    run_playbook(state, "playbooks/port_forward.yml", _pf_vars(state, "started"), with_facts=False)
+    run_playbook(
+        state,
+        "playbooks/port_forward.yml",
+        _pf_vars(state, "started"),
+        with_facts=False,
+    )
     state.data["dashboard_url"] = f"http://127.0.0.1:{port}/sbw_dashboard/"
     state.save()
     print(f"  {state.data['dashboard_url']}")
 
 
-def _pf_vars(state: State, pf_state: str) -> dict[str, Any]:
+def _pf_vars(state: PlatformState, pf_state: str) -> dict[str, Any]:
     forward = state.data["port_forward"]
-    return {"pf_state": pf_state, "pf_local_port": forward["port"], "pf_run_dir": forward["run_dir"]}
+    return {
+        "pf_state": pf_state,
+        "pf_local_port": forward["port"],
+        "pf_run_dir": forward["run_dir"],
+    }
 
 
-def step_screenshot(state: State) -> None:
+def step_screenshot(state: PlatformState) -> None:
     """The dashboard in Chromium: KPIs read, screenshot saved."""
     shot = state.directory / "dashboard.png"
     kpis = dashboard_kpis(state.data["dashboard_url"], shot)
@@ -662,7 +302,7 @@ def step_screenshot(state: State) -> None:
     print(f"  screenshot: {shot}")
 
 
-def step_summary(state: State) -> None:
+def step_summary(state: PlatformState) -> None:
     """Summary: events sent, objects, rows loaded."""
     sent = sum(w["accepted_events"] for w in state.data.get("traffic", []))
     objects, ids = s3_event_ids(state)
@@ -688,7 +328,7 @@ def step_summary(state: State) -> None:
         print(f"  dashboard .......... {state.data['dashboard_url']}")
 
 
-Step = Callable[[State], None]
+Step = Callable[[PlatformState], None]
 UP_STEPS: list[Step] = [
     step_sandbox,
     step_site,
@@ -705,33 +345,33 @@ UP_STEPS: list[Step] = [
 # --- the steps of `down` ----------------------------------------------------------------------
 
 
-def down_port_forward(state: State) -> None:
+def down_port_forward(state: PlatformState) -> None:
     """Stop the port forward."""
     if "port_forward" not in state.data:
         return
     run_playbook(
-        state, "playbooks/port_forward.yml", _pf_vars(state, "stopped"), with_facts=False, check=False
+        state,
+        "playbooks/port_forward.yml",
+        _pf_vars(state, "stopped"),
+        with_facts=False,
+        check=False,
     )
     state.data.pop("port_forward", None)
     state.save()
     print("  port forward stopped")
 
 
-def down_processes(state: State, names: tuple[str, ...] = ("etl_schedule", "local_api")) -> None:
+def down_processes(state: PlatformState, names: tuple[str, ...] = ("etl_schedule", "local_api")) -> None:
     """Stop the ETL schedule and the local API (exactly the recorded PIDs)."""
     from sbw_ops.moto_server import stop_pid
 
-    processes: dict[str, dict[str, Any]] = getattr(state, "processes", {})
+    processes = state.processes
     for name in names:
         proc = processes.get(name)
         if not proc:
             continue
         pid = int(proc["pid"])
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            cmdline = ""
-        if proc["marker"] in cmdline:
+        if runs_marker(pid, proc["marker"]):
             stop_pid(pid, timeout=30)
             print(f"  stopped {name} (pid {pid})")
         processes.pop(name, None)
@@ -740,7 +380,7 @@ def down_processes(state: State, names: tuple[str, ...] = ("etl_schedule", "loca
     state.save()
 
 
-def down_sandbox(state: State) -> None:
+def down_sandbox(state: PlatformState) -> None:
     """Sandbox absent (hosts, moto, networks)."""
     if not state.data.get("sandbox", {}).get("up"):
         return
@@ -756,19 +396,20 @@ DOWN_STEPS: list[Step] = [down_port_forward, down_processes, down_sandbox]
 # --- up / down / schedule ------------------------------------------------------------------------
 
 
-def _run_steps(state: State, steps: list[Step]) -> None:
+def _run_steps(state: PlatformState, steps: list[Step]) -> None:
     for number, step in enumerate(steps, 1):
-        print(f"[{number}/{len(steps)}] {(step.__doc__ or step.__name__).splitlines()[0]}", flush=True)
+        print(
+            f"[{number}/{len(steps)}] {(step.__doc__ or step.__name__).splitlines()[0]}",
+            flush=True,
+        )
         started = time.monotonic()
         step(state)
         print(f"      ({time.monotonic() - started:.0f} s)", flush=True)
 
 
-def up(directory: Path = STATE_DIR, config: PlatformConfig | None = None) -> Any:
+def up(directory: Path = STATE_DIR, config: PlatformConfig | None = None) -> PlatformState:
     """The whole platform; on a running one, re-converge (services restarted, hosts re-used)."""
-    from sbw_ops.demo import DemoState
-
-    state = DemoState.load(directory)
+    state = PlatformState.load(directory)
     if state.data.get("platform") and config is None:
         config = PlatformConfig.of(state)
     config = config or default_config()
@@ -783,9 +424,7 @@ def up(directory: Path = STATE_DIR, config: PlatformConfig | None = None) -> Any
 
 
 def down(directory: Path = STATE_DIR) -> None:
-    from sbw_ops.demo import DemoState
-
-    state = DemoState.load(directory)
+    state = PlatformState.load(directory)
     if state.data.get("platform"):
         _run_steps(state, DOWN_STEPS)
     down_processes(state, tuple(state.processes))  # anything else recorded (an older demo's too)
@@ -803,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     sched.add_argument("--every", type=float, default=60.0)
     args = parser.parse_args(argv)
     if args.command == "schedule":
-        return _schedule_main(args.state_dir, args.every)
+        return schedule_main(args.state_dir, args.every)
     if args.command == "down":
         down()
         return 0
