@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from sbw_ops import platform as pf
 from sbw_ops import platform_base as pbase
 from sbw_ops import platform_etl as etl
 from sbw_ops import platform_observe as observe
-from sbw_ops.platform_base import PlatformState
+from sbw_ops.platform_base import PlatformConfig, PlatformState
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -320,3 +321,55 @@ def test_smoke_playbook_passes_on_the_sandbox(platform: Path) -> None:
     assert "(1 row)" in run.stdout
     assert set(observe.warehouse(state)["event_ids"]) == rows_before  # its row is gone again
     pf.step_schedule(state)
+
+
+def _events_by_client(state: PlatformState) -> tuple[dict[str, set[str]], set[str]]:
+    """{client_id: {event_id, ...}} of every event in the raw bucket; the days (YYYY-MM-DD) of its keys."""
+    config = PlatformConfig.of(state)
+    s3 = pbase.s3_client(config)
+    bucket = state.data["raw_bucket"]
+    by_client: dict[str, set[str]] = {}
+    days: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="events/"):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
+            for line in filter(str.strip, body.splitlines()):
+                event = json.loads(line)
+                by_client.setdefault(event["client_id"], set()).add(event["event_id"])
+            days.add("-".join(item["Key"].split("/")[1:4]))
+    return by_client, days
+
+
+def test_erase_subject_on_the_sandbox(platform: Path) -> None:
+    """playbooks/erase_subject.yml on the sandbox, as an operator runs it: one shopper's (client_id)
+    events leave the dwh host's warehouse and the raw objects, everyone else's stay, and a backfill of
+    the days read from S3 again does not bring them back. Last in this module: it changes the counts."""
+    state = PlatformState.load(platform)
+    pf.down_processes(state, ("etl_schedule",))  # the backfill below takes the run lock
+    by_client, days = _events_by_client(state)
+    subject, subject_ids = max(by_client.items(), key=lambda item: len(item[1]))
+    others = set().union(*(ids for client, ids in by_client.items() if client != subject))
+    rows = set(observe.warehouse(state)["event_ids"])
+    assert subject_ids and others and subject_ids <= rows
+
+    # The raw bucket comes from the stacks' facts, as for an operator (no -e sbw_erase_raw_bucket).
+    run = pbase.run_playbook(state, "playbooks/erase_subject.yml", {"client_id": subject})
+    assert all(c["failed"] == 0 for c in run.recap().values()), run.stdout[-3000:]
+
+    after, _ = _events_by_client(state)
+    assert subject not in after and set().union(*after.values()) == others  # raw objects rewritten
+    assert set(observe.warehouse(state)["event_ids"]) == rows - subject_ids  # rows gone, the rest kept
+
+    backfill = subprocess.run(
+        [sys.executable, "-m", "sbw_clickstream.etl_handler", "--from", min(days), "--to", max(days)],
+        cwd=REPO,
+        env=etl.etl_env(state),
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
+    assert backfill.returncode == 0, backfill.stderr[-3000:]
+    # The backfill brought nothing of the subject back (the smoke test's event, whose row it removed
+    # while its raw object stays, may come back: it is not erased).
+    reloaded = set(observe.warehouse(state)["event_ids"])
+    assert reloaded.isdisjoint(subject_ids) and rows - subject_ids <= reloaded
