@@ -118,9 +118,12 @@ class Sender:
             retry = Retry(
                 total=self.retries,
                 connect=self.retries,
-                read=0,  # a request that reached the API is never re-sent blindly
+                # Every event carries its event_id from the schedule, so re-sending a request whose
+                # answer was lost (read timeout, 502/503/504 after the PUT landed) stores nothing twice:
+                # the warehouse keeps each event_id once.
+                read=self.retries,
                 status=self.retries,
-                status_forcelist=(429, 502, 503, 504),  # ingest stores nothing on these: safe to retry
+                status_forcelist=(429, 502, 503, 504),
                 allowed_methods=None,
                 backoff_factor=0.2,
                 respect_retry_after_header=False,
