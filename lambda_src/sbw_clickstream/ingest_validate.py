@@ -114,6 +114,24 @@ def _valid_timestamp(value: Any) -> bool:
     return True
 
 
+def login_state_violation(event: dict[str, Any], index: int) -> Violation | None:
+    """The identity rule: the login state is derived from user_id (logged_in when it is set, guest
+    when not); a client value that says otherwise is refused rather than guessed at."""
+    state = event.get("user_login_state")
+    if state is None:
+        return None
+    has_user = event.get("user_id") is not None
+    if state == ("logged_in" if has_user else "guest"):
+        return None
+    what = "a user_id is set" if has_user else "user_id is null"
+    return Violation(
+        index,
+        "/user_login_state",
+        f"user_login_state {state!r} contradicts the event: {what} (the login state is derived from "
+        "user_id: logged_in when it is set, guest when not; send it consistent or null)",
+    )
+
+
 def validate_batch(
     events: list[Any],
     received_at: datetime,
@@ -137,6 +155,9 @@ def validate_batch(
         if problems:
             found.extend(problems)
             continue
+        contradiction = login_state_violation(event, index)
+        if contradiction is not None:
+            found.append(contradiction)
         when = contract.parse_timestamp(event["event_timestamp"])
         if when > newest:
             found.append(
