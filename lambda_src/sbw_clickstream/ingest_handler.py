@@ -140,9 +140,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if outcome.failed_key or outcome.failed_record_dropped:
         fields["failed_record_dropped"] = outcome.failed_record_dropped
         emit_failed_record_metrics(outcome)
-    if outcome.response.body and "violations" in outcome.response.body:
-        fields["error"] = outcome.response.body.get("error")
-        fields["violations"] = len(outcome.response.body["violations"])
+    body = outcome.response.body or {}
+    if "error" in body:
+        fields["error"] = body["error"]
+    if "violations" in body:  # a 4xx, or a 200 whose batch had rejected events
+        fields["violations"] = len(body["violations"])
     if outcome.storage_error:
         logger.error("events not stored: S3 write failed", extra={**fields, "cause": outcome.storage_error})
     elif outcome.failed_record_error:
