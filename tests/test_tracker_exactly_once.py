@@ -34,7 +34,7 @@ browser = test_tracker.browser
 shop_origin = test_tracker.shop_origin
 api_url = test_tracker.api_url
 
-TIMEOUT_MS = 1500  # the tracker's requestTimeout in these tests
+TIMEOUT_MS = 4000  # the tracker's requestTimeout in these tests (a loaded 2-core machine needs room)
 EMOJI = "\U0001f600"  # two UTF-16 units: what `slice` used to cut in half
 
 
@@ -179,7 +179,7 @@ def test_lost_answers_still_give_one_row_per_tracked_event(
     tracked = sorted(set(tracked))
     assert len(tracked) == 10
     reloaded = False
-    if not wait_answered(page, 8):
+    if not wait_answered(page, 15):
         # three attempts all lost: the events wait in the outbox for the next page load
         assert len(json.loads(page.evaluate("localStorage.getItem('sbw_cs_outbox')"))) == 10
         page.reload()  # a new page_view, and the outbox sent again with the same ids

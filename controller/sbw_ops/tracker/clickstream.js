@@ -151,8 +151,13 @@
     }
   }
 
+  // Read-modify-write, so that tabs of the same shop share one outbox instead of overwriting it.
+  function current() {
+    return outboxStore() ? loadOutbox() : outbox;
+  }
+
   function remember(event) {
-    outbox.push(event);
+    outbox = current().concat([event]);
     if (outbox.length > config.outboxLimit) outbox.splice(0, outbox.length - config.outboxLimit);
     saveOutbox();
   }
@@ -161,7 +166,7 @@
   function settle(events) {
     const done = {};
     for (const e of events) done[e.event_id] = true;
-    outbox = outbox.filter((e) => !done[e.event_id]);
+    outbox = current().filter((e) => !done[e.event_id]);
     saveOutbox();
   }
 
@@ -543,7 +548,7 @@
     clientId: () => (config ? clientId() : null),
     sessionId: () => (config ? session(false) : null),
     pending: () => queue.length,
-    unanswered: () => outbox.length,
+    unanswered: () => (config ? current().length : 0),
   };
   root.clickstream = api;
 
