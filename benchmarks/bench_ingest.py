@@ -9,6 +9,7 @@
    fast path it replaced (json.encoder.c_make_encoder and a second serialisation path appending the
    enrichment to each event's JSON text, kept here only for this comparison)
                                                                              goal: <= 5 % slower
+5. issue 15: batches with `sent_at` (clock correction) vs the same batches without, printed
 """
 
 from __future__ import annotations
@@ -269,6 +270,53 @@ def bench_batches(now: datetime, batches: int = 20, size: int = 100) -> float:
     return ingest_eps
 
 
+def bench_clock_correction(now: datetime, batches: int = 20, size: int = 100) -> None:
+    """Issue 15: the same batches with `sent_at` (a clock 2 h fast, every event time corrected and the
+    client's value kept) vs without, in alternation: what the correction costs per request."""
+    fast = timedelta(hours=2)
+    config = IngestConfig(raw_bucket="bench-bucket", region="ap-southeast-1")
+    s3 = StubS3()
+
+    def request(body: dict[str, Any]) -> ingest.IngestRequest:
+        return ingest.IngestRequest(
+            method="POST",
+            path="/clickstream",
+            headers={"content-type": "application/json"},
+            body=json.dumps(body),
+            source_ip="203.0.113.9",
+        )
+
+    pairs = []
+    for b in range(batches):
+        plain = [_event(b * size + i, now) for i in range(size)]
+        shifted = [
+            {
+                **e,
+                "event_timestamp": contract.format_timestamp(
+                    contract.parse_timestamp(e["event_timestamp"]) + fast
+                ),
+            }
+            for e in plain
+        ]
+        sent_at = contract.format_timestamp(now + fast)
+        pairs.append((request({"events": shifted, "sent_at": sent_at}), request({"events": plain})))
+    for with_sent, without in pairs[:2]:
+        assert ingest.handle_request(with_sent, config, s3, now).response.status == 200
+        assert ingest.handle_request(without, config, s3, now).response.status == 200
+
+    t_with, t_without = _best_pair(
+        lambda pair: ingest.handle_request(pair[0], config, s3, now),
+        lambda pair: ingest.handle_request(pair[1], config, s3, now),
+        pairs,
+        rounds=9,
+    )
+    events = batches * size
+    print(
+        f"batch ingest with sent_at (clock 2 h fast, corrected): {events / t_with:,.0f} events/s vs "
+        f"{events / t_without:,.0f} without sent_at: {100 * (t_with / t_without - 1):+.1f} %"
+    )
+
+
 def bench_single(now: datetime, count: int = 2000) -> None:
     cores = os.sched_getaffinity(0)
     with contextlib.suppress(OSError):
@@ -382,6 +430,7 @@ def bench_cold_import(runs: int = 9) -> None:
 def main() -> None:
     now = datetime.now(UTC)
     bench_batches(now)
+    bench_clock_correction(now)
     bench_single(now)
     bench_cold_import()
     bench_end_to_end(now)

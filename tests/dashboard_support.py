@@ -199,15 +199,20 @@ def _user_key(e: dict) -> str:
     return f"u:{e['user_id']}" if e["user_id"] is not None else f"c:{e['client_id']}"
 
 
+def session_key(e: dict) -> tuple[str, str]:
+    """A session is (client_id, session_id): the identity rule of V020 (issue 15)."""
+    return (e["client_id"], e["session_id"])
+
+
 def kpis(events: list[dict], f: Filters) -> dict[str, float]:
     rows = select(events, f)
-    sessions = {e["session_id"] for e in rows}
-    purchase_sessions = {e["session_id"] for e in rows if e["event_name"] == "purchase"}
+    sessions = {session_key(e) for e in rows}
+    purchase_sessions = {session_key(e) for e in rows if e["event_name"] == "purchase"}
     return {
         "events": len(rows),
         "sessions": len(sessions),
         "users": len({_user_key(e) for e in rows}),
-        "logged_in_users": len({e["user_id"] for e in rows if e["user_login_state"] == "logged_in"}),
+        "logged_in_users": len({e["user_id"] for e in rows if e["user_id"] is not None}),
         "guest_visitors": len({e["client_id"] for e in rows if e["user_id"] is None}),
         "first_visits": len({e["client_id"] for e in rows if e["is_first_visit"]}),
         "product_views": sum(e["event_name"] == "product_view" for e in rows),
@@ -222,22 +227,22 @@ def kpis(events: list[dict], f: Filters) -> dict[str, float]:
 def funnel(events: list[dict], f: Filters) -> list[int]:
     """Sessions per step: a step-k event in the period (and category/brand) counts when its session
     reached step k-1 at or before it, in time order, with any product at any time."""
-    reached: dict[str, list[datetime | None]] = defaultdict(lambda: [None] * len(FUNNEL))
+    reached: dict[tuple[str, str], list[datetime | None]] = defaultdict(lambda: [None] * len(FUNNEL))
     for e in sorted(events, key=lambda e: e["event_timestamp"]):
         if e["event_name"] not in FUNNEL:
             continue
         k = FUNNEL.index(e["event_name"])
-        steps = reached[e["session_id"]]
+        steps = reached[session_key(e)]
         if steps[k] is None and (k == 0 or steps[k - 1] is not None):
             steps[k] = e["event_timestamp"]
-    counted: list[set[str]] = [set() for _ in FUNNEL]
+    counted: list[set[tuple[str, str]]] = [set() for _ in FUNNEL]
     for e in select(events, f, use_event_name=False):
         if e["event_name"] not in FUNNEL:
             continue
         k = FUNNEL.index(e["event_name"])
-        before = reached[e["session_id"]][k - 1] if k else e["event_timestamp"]
+        before = reached[session_key(e)][k - 1] if k else e["event_timestamp"]
         if before is not None and e["event_timestamp"] >= before:
-            counted[k].add(e["session_id"])
+            counted[k].add(session_key(e))
     return [len(sessions) for sessions in counted]
 
 

@@ -53,7 +53,13 @@ VALID = {
 def test_fields_are_the_warehouse_columns() -> None:
     assert list(contract.EVENT_FIELDS) == SEED_COLUMNS
     assert set(contract.REQUIRED_FIELDS) == {"event_timestamp", "event_name", "client_id", "session_id"}
-    assert contract.ENRICHMENT_FIELDS == ("received_at", "schema_version", "user_agent", "client_ip")
+    assert contract.ENRICHMENT_FIELDS == (
+        "received_at",
+        "schema_version",
+        "user_agent",
+        "client_ip",
+        "client_event_timestamp",
+    )
     assert contract.EVENT_SCHEMA["additionalProperties"] is False
     assert contract.EVENT_SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 

@@ -82,7 +82,15 @@ def events() -> st.SearchStrategy[dict[str, Any]]:
     props = contract.EVENT_SCHEMA["properties"]
     required = {name: _value(name, props[name]) for name in contract.REQUIRED_FIELDS}
     optional = {name: _value(name, prop) for name, prop in props.items() if name not in required}
-    return st.fixed_dictionaries(required, optional=optional)
+    return st.fixed_dictionaries(required, optional=optional).map(_consistent_login)
+
+
+def _consistent_login(event: dict[str, Any]) -> dict[str, Any]:
+    """The identity rule: a login state, when sent, agrees with user_id (ingest refuses one that
+    contradicts it: tests/test_identity_rule.py)."""
+    if event.get("user_login_state") is not None:
+        event["user_login_state"] = "logged_in" if event.get("user_id") is not None else "guest"
+    return event
 
 
 def _configure() -> CapturingS3:
@@ -97,7 +105,9 @@ def _assert_round_trip(sent: dict[str, Any], stored: dict[str, Any]) -> None:
             assert stored[name] is not None
             continue
         assert stored[name] == value and type(stored[name]) is type(value), name
-    assert set(stored) == set(sent) | set(DERIVED_WHEN_NULL) | set(contract.ENRICHMENT_FIELDS)
+    # client_event_timestamp: only for a batch with sent_at (tests/test_ingest_partial.py)
+    enrichment = set(contract.ENRICHMENT_FIELDS) - {"client_event_timestamp"}
+    assert set(stored) == set(sent) | set(DERIVED_WHEN_NULL) | enrichment
     assert contract.validate_stored_event(stored) == []
 
 

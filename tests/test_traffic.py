@@ -244,3 +244,28 @@ def test_progress_is_tty_aware() -> None:
     assert "50.0% 5 sessions 12 events 4 requests" in tty.getvalue()
     assert pipe.getvalue() == ""  # not a terminal: no bar unless asked
     assert "\r" not in forced.getvalue() and forced.getvalue().count("\n") == 2
+
+
+def test_partly_accepted_batch_counts_its_rejected_events() -> None:
+    from sbw_ops.traffic_send import Stats
+
+    stats = Stats()
+    stats.record(10, 200, 0.01, "HTTP 200: 2 events rejected", "events/k.json", rejected=2)
+    stats.record(5, 200, 0.01, "", "events/j.json")
+    assert (stats.accepted_requests, stats.accepted_events, stats.rejected_events) == (2, 13, 2)
+    assert stats.rejected_requests == 0 and stats.errors == ["HTTP 200: 2 events rejected"]
+
+
+def test_generated_events_carry_unique_uuid7_ids_stable_for_a_seed() -> None:
+    from sbw_ops import catalog, traffic
+
+    products = catalog.load_csv()
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def ids() -> list[str]:
+        plans = itertools.islice(traffic.schedule(products, seed=5, rate=50.0, start_time=start), 30)
+        return [e["event_id"] for plan in plans for e in plan.session.events]
+
+    first = ids()
+    assert first == ids() and len(set(first)) == len(first)
+    assert all(i[14] == "7" for i in first)  # UUIDv7: re-sent requests carry the same ids

@@ -30,8 +30,8 @@ def api_url(s3_bucket: S3Bucket, tmp_path: Path) -> Iterator[str]:
 
 
 def _client_view(event: dict[str, Any]) -> str:
-    """The event as the client sent it (enrichment and server ids removed), canonical JSON."""
-    kept = {k: v for k, v in event.items() if k not in ENRICHMENT_FIELDS and k != "event_id"}
+    """The event as the client sent it (enrichment removed, the generator's event_id kept), canonical JSON."""
+    kept = {k: v for k, v in event.items() if k not in ENRICHMENT_FIELDS}
     return json.dumps(kept, sort_keys=True)
 
 

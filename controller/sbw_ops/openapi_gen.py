@@ -117,8 +117,14 @@ def build_document() -> dict[str, Any]:
                 "enriched, in the raw bucket (events/YYYY/MM/DD/event-<uuid>.json, NDJSON). A body is one "
                 f'event or {{"events": [...]}} with 1..{contract.MAX_EVENTS_PER_REQUEST} events, at most '
                 f"{contract.MAX_BODY_BYTES} bytes after decoding (Content-Encoding: gzip accepted). "
-                "All or nothing: one invalid event rejects the request. Events more than 5 minutes in the "
-                "future or older than the configured window (default 7 days) are rejected."
+                "Each event is validated on its own: a batch with some invalid events stores the valid ones "
+                "and answers 200 with the rejected indexes and their violations (400 only when no event is "
+                "valid). A batch may carry sent_at, the client's clock at sending: each event's time is then "
+                "corrected for the client's clock (received_at - (sent_at - event_timestamp)), the sent "
+                "value kept as client_event_timestamp. Events (after correction) more than 5 minutes in the "
+                "future or older than the configured window (default 7 days) are rejected. Clients should "
+                "set event_id when the event happens and keep it across retries: a retried request is then "
+                "stored once (the warehouse keeps each event_id once)."
             ),
         },
         "paths": {
@@ -142,7 +148,8 @@ def build_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {
-                            "description": "Stored: one object holds every event of the request.",
+                            "description": "Stored: one object holds every valid event of the request; "
+                            "invalid events of a batch are listed in rejected/violations.",
                             "headers": cors,
                             "content": {
                                 "application/json": {
@@ -150,7 +157,10 @@ def build_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": error("Malformed JSON, bad base64/gzip, wrong shape, or contract violations."),
+                        "400": error(
+                            "Malformed JSON, bad base64/gzip, wrong shape, or no valid event (contract "
+                            "violations of every event)."
+                        ),
                         "404": error("Any other path."),
                         "405": error("Any other method.", allow),
                         "413": error(
@@ -159,7 +169,9 @@ def build_document() -> dict[str, Any]:
                         ),
                         "415": error("Content-Type other than application/json, or unsupported encoding."),
                         "503": error(
-                            "The raw bucket could not be written; nothing was stored. Retry.",
+                            "The write to the raw bucket could not be confirmed (the events may or may not "
+                            "have been stored). Retrying the same request with the same event_id values is "
+                            "safe: the warehouse keeps each event_id once.",
                             {
                                 "Retry-After": {
                                     "description": "Seconds to wait before retrying.",
@@ -193,7 +205,14 @@ def build_document() -> dict[str, Any]:
                             "minItems": 1,
                             "maxItems": contract.MAX_EVENTS_PER_REQUEST,
                             "items": {"$ref": "#/components/schemas/ClickstreamEvent"},
-                        }
+                        },
+                        "sent_at": {
+                            "description": "The client's clock when it sent the request (RFC 3339 with "
+                            "offset); ingest corrects each event's time for the client's clock with it.",
+                            "type": "string",
+                            "maxLength": 40,
+                            "pattern": event["properties"]["event_timestamp"]["pattern"],
+                        },
                     },
                 },
                 "IngestBody": {
@@ -221,6 +240,14 @@ def build_document() -> dict[str, Any]:
                             "pattern": r"^events/\d{4}/\d{2}/\d{2}/event-[0-9a-f-]{36}\.json$",
                         },
                         "received_at": {"type": "string"},
+                        "message": {"type": "string", "description": "Present when events were rejected."},
+                        "rejected": {
+                            "type": "array",
+                            "description": "Indexes of the batch's invalid events (not stored).",
+                            "items": {"type": "integer", "minimum": 0},
+                        },
+                        "violations": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
+                        "violations_truncated": {"type": "integer"},
                     },
                 },
                 "Violation": {

@@ -43,14 +43,18 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
-    def record(self, events: int, status: int | None, latency: float, detail: str, key: str | None) -> None:
+    def record(
+        self, events: int, status: int | None, latency: float, detail: str, key: str | None, rejected: int = 0
+    ) -> None:
+        """One request's outcome; `rejected`: events of a 200 answered by index as invalid."""
         with self.lock:
             self.requests += 1
             self.latencies.append(latency)
             self.statuses[str(status) if status is not None else "error"] += 1
             if status is not None and 200 <= status < 300:
                 self.accepted_requests += 1
-                self.accepted_events += events
+                self.accepted_events += events - rejected
+                self.rejected_events += rejected
                 if key:
                     self.keys.append(key)
             elif status is not None and 400 <= status < 500:
@@ -118,9 +122,12 @@ class Sender:
             retry = Retry(
                 total=self.retries,
                 connect=self.retries,
-                read=0,  # a request that reached the API is never re-sent blindly
+                # Every event carries its event_id from the schedule, so re-sending a request whose
+                # answer was lost (read timeout, 502/503/504 after the PUT landed) stores nothing twice:
+                # the warehouse keeps each event_id once.
+                read=self.retries,
                 status=self.retries,
-                status_forcelist=(429, 502, 503, 504),  # ingest stores nothing on these: safe to retry
+                status_forcelist=(429, 502, 503, 504),
                 allowed_methods=None,
                 backoff_factor=0.2,
                 respect_retry_after_header=False,
@@ -151,15 +158,19 @@ class Sender:
             self.stats.bytes_sent += len(body)
         started = time.perf_counter()
         status: int | None = None
-        detail, key = "", None
+        detail, key, rejected = "", None, 0
         try:
             response = self._session().post(self.url, data=body, headers=headers, timeout=self.timeout)
             status = response.status_code
             if 200 <= status < 300:
                 with contextlib.suppress(ValueError, AttributeError):
-                    key = response.json().get("key")
+                    answer = response.json()
+                    key = answer.get("key")
+                    rejected = len(answer.get("rejected") or ())
+                    if rejected:
+                        detail = f"HTTP {status}: {rejected} events rejected: {response.text[:400]}"
             else:
                 detail = f"HTTP {status}: {response.text[:500]}"
         except requests.RequestException as exc:
             detail = f"{type(exc).__name__}: {exc}"[:500]
-        self.stats.record(len(events), status, time.perf_counter() - started, detail, key)
+        self.stats.record(len(events), status, time.perf_counter() - started, detail, key, rejected)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sbw_clickstream import contract
+from sbw_clickstream import contract, keys
 
 from sbw_ops.catalog import Product
 
@@ -310,11 +310,16 @@ class ShopperSimulator:
         tz = timezone(visitor.utc_offset)
         start = end - timedelta(seconds=span)
         events: list[dict[str, Any]] = []
+        # Ids minted at the source, like the tracker: a retried request re-sends the same ids, so the
+        # warehouse keeps each event once. Their own RNG keeps the rest of the schedule unchanged.
+        id_rng = random.Random(f"{self.seed}:ids:{session_id}")
         for (name, product, state), offset in zip(plan, offsets, strict=True):
             # "logout" is sent by the user who logs out; the login state it carries is the one before.
             signed_in = state or name == "logout"
+            moment = start + timedelta(seconds=offset)
             event: dict[str, Any] = {
-                "event_timestamp": event_time((start + timedelta(seconds=offset)).astimezone(tz)),
+                "event_id": str(keys.uuid7_from(int(moment.timestamp() * 1000), id_rng.getrandbits(80))),
+                "event_timestamp": event_time(moment.astimezone(tz)),
                 "event_name": name,
                 "user_id": visitor.user_sub if signed_in else None,
                 "user_login_state": "logged_in" if signed_in else "guest",

@@ -46,6 +46,13 @@ ENRICHMENT_PROPERTIES: dict[str, Any] = {
         "type": ["string", "null"],
         "maxLength": 64,
     },
+    "client_event_timestamp": {
+        "description": "The event_timestamp the client sent, when ingest corrected event_timestamp for the "
+        "client's clock (the batch carried sent_at): event_timestamp = received_at - (sent_at - this).",
+        "type": ["string", "null"],
+        "maxLength": 40,
+        "pattern": EVENT_SCHEMA["properties"]["event_timestamp"]["pattern"],
+    },
 }
 ENRICHMENT_FIELDS: tuple[str, ...] = tuple(ENRICHMENT_PROPERTIES)
 

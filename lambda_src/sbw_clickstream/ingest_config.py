@@ -13,7 +13,8 @@ variable and says what is expected.
 | `MAX_EVENT_AGE_HOURS` | 168 | events older than this (by event_timestamp) are rejected (1..8760) |
 | `MAX_FUTURE_SKEW_SECONDS` | 300 | events further in the future are rejected (0..3600) |
 | `FAILED_RECORDS` | `on` | `on`/`off`: keep a record of each rejected request under failed/ |
-| `FAILED_RECORD_MAX_BYTES` | 262144 | cap of one failed-request record (payload truncated beyond) |
+| `FAILED_RECORD_MAX_BYTES` | 16384 | cap of one failed record (body size, SHA-256, body prefix) |
+| `FAILED_RECORDS_PER_MINUTE` | 60 | failed/ records per function instance and minute (more: counted) |
 | `INGEST_PATH` | `/clickstream` | the route served (POST), anything else is 404 |
 | `S3_ENDPOINT_URL` | (unset) | S3 endpoint override: the local API and tests (moto); never set in AWS |
 """
@@ -58,7 +59,8 @@ class IngestConfig:
     max_event_age: timedelta = timedelta(hours=168)
     max_future_skew: timedelta = timedelta(seconds=300)
     failed_records: bool = True
-    failed_record_max_bytes: int = 256 * 1024
+    failed_record_max_bytes: int = 16 * 1024
+    failed_records_per_minute: int = 60
     ingest_path: str = "/clickstream"
     s3_endpoint_url: str | None = None
 
@@ -95,7 +97,8 @@ def load_config(env: Mapping[str, str]) -> IngestConfig:
         max_event_age=timedelta(hours=integer(env, "MAX_EVENT_AGE_HOURS", 168, 1, 8760)),
         max_future_skew=timedelta(seconds=integer(env, "MAX_FUTURE_SKEW_SECONDS", 300, 0, 3600)),
         failed_records=_SWITCH[switch_raw],
-        failed_record_max_bytes=integer(env, "FAILED_RECORD_MAX_BYTES", 256 * 1024, 4096, 4 * 1024 * 1024),
+        failed_record_max_bytes=integer(env, "FAILED_RECORD_MAX_BYTES", 16 * 1024, 4096, 4 * 1024 * 1024),
+        failed_records_per_minute=integer(env, "FAILED_RECORDS_PER_MINUTE", 60, 0, 60_000),
         ingest_path=matching(env, "INGEST_PATH", _PATH, "a path such as /clickstream")
         if optional(env, "INGEST_PATH")
         else "/clickstream",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sbw_clickstream import contract, keys
@@ -38,14 +38,27 @@ class RequestContext:
     user_agent: str | None
     client_ip: str | None
     schema_version: str = contract.SCHEMA_VERSION
+    # The client's clock error (`sent_at - received_at`) when the batch carried sent_at.
+    skew: timedelta | None = None
 
 
-def request_context(request: IngestRequest, received_at: datetime) -> RequestContext:
-    """Server time, user agent (capped) and truncated client IP of a request."""
+def request_context(
+    request: IngestRequest, received_at: datetime, skew: timedelta | None = None
+) -> RequestContext:
+    """Server time, user agent (capped), truncated client IP and clock error of a request."""
     agent = request.user_agent
     if agent is not None:
         agent = agent[:MAX_USER_AGENT_CHARS] or None
-    return RequestContext(contract.format_timestamp(received_at), agent, truncate_ip(request.source_ip))
+    return RequestContext(
+        contract.format_timestamp(received_at), agent, truncate_ip(request.source_ip), skew=skew
+    )
+
+
+def corrected_timestamp(event_timestamp: str, skew: timedelta) -> str:
+    """The client's event time minus its clock error, in the client's own offset (milliseconds)."""
+    return contract.format_timestamp(
+        contract.parse_timestamp(event_timestamp) - skew, utc=False, timespec="milliseconds"
+    )
 
 
 def enrich_event(event: dict[str, Any], ctx: RequestContext, new_id: str | None = None) -> dict[str, Any]:
@@ -53,9 +66,13 @@ def enrich_event(event: dict[str, Any], ctx: RequestContext, new_id: str | None 
 
     Derived when absent or null: `event_id` (UUIDv7; `new_id` when given), `user_login_state`
     (logged_in when user_id is set, else guest), `identity_source` (cognito when user_id is set,
-    else anonymous).
+    else anonymous). With a clock error known (`ctx.skew`), `event_timestamp` is corrected for it and
+    the sent value kept as `client_event_timestamp`.
     """
     out = dict(event)
+    if ctx.skew is not None:
+        out["client_event_timestamp"] = event["event_timestamp"]
+        out["event_timestamp"] = corrected_timestamp(event["event_timestamp"], ctx.skew)
     if out.get("event_id") is None:
         out["event_id"] = new_id or str(keys.uuid7())
     logged_in = out.get("user_id") is not None

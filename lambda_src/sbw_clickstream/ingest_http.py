@@ -119,6 +119,8 @@ class IngestOutcome:
     failed_key: str | None = None
     storage_error: str | None = None
     failed_record_error: str | None = None
+    # The failed/ record was not written: this instance's budget (FAILED_RECORDS_PER_MINUTE) was spent.
+    failed_record_dropped: bool = False
 
 
 def cors_config(config: IngestConfig) -> CORSConfig:

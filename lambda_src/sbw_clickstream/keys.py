@@ -32,6 +32,11 @@ def uuid7(unix_ms: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=_uuid7_int(ms, int.from_bytes(os.urandom(10), "big")))
 
 
+def uuid7_from(unix_ms: int, rand: int) -> uuid.UUID:
+    """The UUIDv7 of a given millisecond time and 80 given random bits (a seeded generator's ids)."""
+    return uuid.UUID(int=_uuid7_int(unix_ms, rand))
+
+
 def uuid7_strings(count: int, unix_ms: int | None = None) -> list[str]:
     """`count` UUIDv7 strings (same layout as uuid7) from one read of the random source.
 

@@ -7,7 +7,10 @@
  * JWT payload's `sub`; not verified here, ingest and the warehouse treat it as a claim), takes product
  * context from data attributes (data-product-id, -name, -category, -brand, -price, -discount-price,
  * -url-path), batches events (size or time) and delivers the rest with sendBeacon / fetch keepalive
- * when the page is hidden.
+ * when the page is hidden. Every event gets its UUIDv7 `event_id` when it is tracked and keeps it
+ * across retries and page loads: events wait in a bounded outbox (localStorage, else sessionStorage)
+ * until ingest has answered, so a re-sent event is stored once (the warehouse keeps each id once).
+ * Each request carries `sent_at` (this clock at sending): ingest corrects event times for it.
  *
  *   <script src="/clickstream.js" data-endpoint="https://abc.execute-api.ap-southeast-1.amazonaws.com/clickstream"></script>
  *   clickstream.track("add_to_cart", { element: button })      // product context from the closest [data-product-id]
@@ -30,7 +33,9 @@
     cognitoClientId: null, // Cognito app client id, to pick the right token when several exist
     idToken: null, // function returning the current Cognito id token (overrides the lookup)
     transport: "auto", // page hide: "auto" (fetch keepalive, else sendBeacon), "beacon" (same-origin API) or "fetch"
-    maxRetries: 2, // re-sends of a batch after a network error or 5xx/429
+    maxRetries: 2, // re-sends of a batch after a network error, a timeout or 5xx/429
+    requestTimeout: 10000, // ms before a request without answer is aborted and retried
+    outboxLimit: 1000, // events kept for re-sending at most (the oldest go first)
     debug: false,
   };
   const EVENT_NAME = /^[a-z][a-z0-9_]{0,49}$/;
@@ -45,7 +50,8 @@
   const MAX_BATCH = 500; // the ingest limit per request
 
   let config = null;
-  let queue = [];
+  let queue = []; // events of this page not sent yet
+  let outbox = []; // every event not yet answered by ingest (persisted, re-sent on the next page load)
   let timer = null;
   let lastPage = null;
   const storage = {};
@@ -100,6 +106,68 @@
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const hex = Array.from(bytes, (b) => (b + 0x100).toString(16).slice(1)).join("");
     return hex.slice(0, 8) + "-" + hex.slice(8, 12) + "-" + hex.slice(12, 16) + "-" + hex.slice(16, 20) + "-" + hex.slice(20);
+  }
+
+  /** UUIDv7 (RFC 9562): 48-bit millisecond time, version 7, random bits: ids sort by time. */
+  function uuid7() {
+    const hex = uuid4().replace(/-/g, "");
+    const ms = Date.now().toString(16).padStart(12, "0").slice(-12);
+    const tail = hex.slice(13, 16) + ((parseInt(hex.charAt(16), 16) & 0x3) | 0x8).toString(16) + hex.slice(17);
+    return ms.slice(0, 8) + "-" + ms.slice(8) + "-7" + tail.slice(0, 3) + "-" + tail.slice(3, 7) + "-" + tail.slice(7, 19);
+  }
+
+  // --- outbox: tracked events until ingest answered (localStorage, else sessionStorage) ----------
+  function outboxStore() {
+    for (const name of ["localStorage", "sessionStorage"]) {
+      try {
+        const store = root[name];
+        store.setItem(config.storagePrefix + "probe", "1");
+        store.removeItem(config.storagePrefix + "probe");
+        return store;
+      } catch (e) {
+        /* blocked: try the next one, else memory only */
+      }
+    }
+    return null;
+  }
+
+  function saveOutbox() {
+    const store = outboxStore();
+    if (!store) return;
+    try {
+      store.setItem(config.storagePrefix + "outbox", JSON.stringify(outbox));
+    } catch (e) {
+      log("outbox not saved", e);
+    }
+  }
+
+  function loadOutbox() {
+    const store = outboxStore();
+    try {
+      const saved = JSON.parse((store && store.getItem(config.storagePrefix + "outbox")) || "[]");
+      return Array.isArray(saved) ? saved.filter((e) => e && typeof e.event_id === "string") : [];
+    } catch (e) {
+      return [];
+    }
+  }
+
+  // Read-modify-write, so that tabs of the same shop share one outbox instead of overwriting it.
+  function current() {
+    return outboxStore() ? loadOutbox() : outbox;
+  }
+
+  function remember(event) {
+    outbox = current().concat([event]);
+    if (outbox.length > config.outboxLimit) outbox.splice(0, outbox.length - config.outboxLimit);
+    saveOutbox();
+  }
+
+  /** Ingest answered for these events (stored, or refused for good): no re-send. */
+  function settle(events) {
+    const done = {};
+    for (const e of events) done[e.event_id] = true;
+    outbox = current().filter((e) => !done[e.event_id]);
+    saveOutbox();
   }
 
   function clientId() {
@@ -236,10 +304,26 @@
     return document.querySelector("[data-product-page][data-product-id]");
   }
 
+  /**
+   * At most `limit` code points (what the contract's maxLength counts), never half of a surrogate
+   * pair; a lone surrogate in the input (which UTF-8 cannot encode) becomes U+FFFD.
+   */
+  function truncate(text, limit) {
+    let out = "";
+    let count = 0;
+    for (let i = 0; i < text.length && count < limit; i++, count++) {
+      const c = text.charCodeAt(i);
+      const next = text.charCodeAt(i + 1);
+      if (c >= 0xd800 && c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) out += text.charAt(i) + text.charAt(++i);
+      else out += c >= 0xd800 && c <= 0xdfff ? "\ufffd" : text.charAt(i);
+    }
+    return out;
+  }
+
   /** Keep the event inside the contract: caps, url path shape, discount <= price. */
   function clean(context) {
     for (const key of Object.keys(TEXT_LIMITS)) {
-      if (typeof context[key] === "string") context[key] = context[key].slice(0, TEXT_LIMITS[key]);
+      if (typeof context[key] === "string") context[key] = truncate(context[key], TEXT_LIMITS[key]);
     }
     if (context.context_product_id === "") delete context.context_product_id;
     const path = context.context_product_url_path;
@@ -290,6 +374,7 @@
     }
     const event = Object.assign(
       {
+        event_id: uuid7(),
         event_timestamp: timestamp(new Date()),
         event_name: name,
       },
@@ -302,6 +387,7 @@
       clean(context),
     );
     queue.push(event);
+    remember(event);
     log("queued", event);
     if (queue.length >= config.batchSize) flush();
     else if (!timer) timer = setTimeout(flush, config.flushInterval);
@@ -318,8 +404,17 @@
   }
 
   // --- delivery ------------------------------------------------------------------------------
+  /** The request body: the events (ids fixed when tracked) and this clock's send time. */
+  function payload(events) {
+    return JSON.stringify({ events: events, sent_at: timestamp(new Date()) });
+  }
+
+  // Re-sending is safe: each event keeps its event_id. What is still unanswered after the retries
+  // stays in the outbox for the next page load; a 4xx (or a 200 with rejected indexes) is final.
   function post(events, attempt) {
-    const body = JSON.stringify({ events: events });
+    const body = payload(events);
+    const abort = typeof AbortController === "function" ? new AbortController() : null;
+    const timeout = abort ? setTimeout(() => abort.abort(), config.requestTimeout) : null;
     return root
       .fetch(config.endpoint, {
         method: "POST",
@@ -328,13 +423,20 @@
         headers: { "Content-Type": "application/json" },
         body: body,
         keepalive: body.length < 60000,
+        signal: abort ? abort.signal : undefined,
       })
       .then((response) => {
-        if ((response.status >= 500 || response.status === 429) && attempt < config.maxRetries) return retry(events, attempt);
+        clearTimeout(timeout);
+        if (response.status >= 500 || response.status === 429) throw new Error("HTTP " + response.status);
         if (!response.ok) log("batch rejected", response.status);
+        settle(events);
         return response;
       })
-      .catch(() => (attempt < config.maxRetries ? retry(events, attempt) : null));
+      .catch((error) => {
+        clearTimeout(timeout);
+        log("send failed", String(error));
+        return attempt < config.maxRetries ? retry(events, attempt) : null;
+      });
   }
 
   function retry(events, attempt) {
@@ -351,7 +453,10 @@
     const size = unloading ? UNLOAD_CHUNK : MAX_BATCH;
     while (queue.length) {
       const events = queue.splice(0, size);
-      if (unloading && deliverOnUnload(events)) continue;
+      if (unloading && deliverOnUnload(events)) {
+        settle(events); // handed to the browser, which delivers it after the page is gone
+        continue;
+      }
       if (typeof root.fetch === "function") post(events, 0);
       else log("no transport for", events.length, "events");
     }
@@ -361,7 +466,7 @@
   // API's plain CORS answer. sendBeacon always sends credentials, so a cross-origin JSON beacon also
   // needs Access-Control-Allow-Credentials: it is the fallback (or the choice for a same-origin API).
   function deliverOnUnload(events) {
-    const body = JSON.stringify({ events: events });
+    const body = payload(events);
     const nav = root.navigator;
     const beacon = () => {
       try {
@@ -416,6 +521,12 @@
     config = Object.assign({}, DEFAULTS, options || {});
     if (!config.endpoint) throw new Error("clickstream: endpoint is required");
     clientId();
+    // Events a previous page tracked but never got an answer for: sent again with the same ids.
+    outbox = loadOutbox();
+    if (outbox.length) {
+      queue = outbox.slice();
+      timer = setTimeout(flush, 0);
+    }
     root.addEventListener("pagehide", () => flush(true));
     document.addEventListener("visibilitychange", onHide);
     if (config.trackClicks) document.addEventListener("click", onClick, true);
@@ -437,6 +548,7 @@
     clientId: () => (config ? clientId() : null),
     sessionId: () => (config ? session(false) : null),
     pending: () => queue.length,
+    unanswered: () => (config ? current().length : 0),
   };
   root.clickstream = api;
 

@@ -10,6 +10,9 @@
   };
   const endpoint = setting("endpoint", "http://127.0.0.1:8080/clickstream");
   const flushMs = Number(setting("flush_ms", "5000"));
+  // tests: ?batch_size=...&timeout_ms=... (the tracker's batchSize and requestTimeout)
+  const batchSize = Number(setting("batch_size", "10"));
+  const timeoutMs = Number(setting("timeout_ms", "10000"));
   const APP_CLIENT = "demo-app-client";
   const PREFIX = "CognitoIdentityServiceProvider." + APP_CLIENT + ".";
 
@@ -31,7 +34,14 @@
   }
 
   window.sampleShop = { endpoint: endpoint, signIn: signIn, signOut: signOut };
-  window.clickstream.init({ endpoint: endpoint, flushInterval: flushMs, cognitoClientId: APP_CLIENT, debug: params.has("debug") });
+  window.clickstream.init({
+    endpoint: endpoint,
+    flushInterval: flushMs,
+    batchSize: batchSize,
+    requestTimeout: timeoutMs,
+    cognitoClientId: APP_CLIENT,
+    debug: params.has("debug"),
+  });
 
   document.addEventListener("DOMContentLoaded", () => {
     const login = document.getElementById("login");
