@@ -282,7 +282,15 @@ def test_repository_prefix_readable_only_through_the_gateway_endpoint() -> None:
 
 
 def test_hosts_debian_imdsv2_encrypted_ssm_agent_and_tags() -> None:
-    assert default("hosts", "DebianAmiParameter") == "/aws/service/debian/release/12/latest/amd64"
+    # Pinned to a dated release (issue 16): "latest" would replace both instances at the next update after
+    # Debian publishes an AMI. The playbook's default is the template's.
+    pinned = default("hosts", "DebianAmiParameter")
+    assert re.fullmatch(r"/aws/service/debian/release/12/[0-9]{8}-[0-9]+/amd64", pinned)
+    settle = next(t for t in _stack_tasks() if "sbw_stacks" in t.get("ansible.builtin.set_fact", {}))
+    settings = settle["ansible.builtin.set_fact"]["sbw_stacks"]
+    release = re.search(r"default\('([0-9]{8}-[0-9]+)'\)", settings["debian_release"]).group(1)
+    assert pinned == f"/aws/service/debian/release/12/{release}/amd64"
+    assert f"default('{release}')" in settings["debian_ami_parameter"]
     lt = props("hosts", "HostLaunchTemplate")["LaunchTemplateData"]["MetadataOptions"]
     assert lt["HttpTokens"] == "required"
     expected = {
