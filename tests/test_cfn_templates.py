@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from sbw_clickstream import contract
 
 REPO = Path(__file__).resolve().parents[1]
 CFN = REPO / "cloudformation"
-STACKS = ("network", "storage", "hosts", "ingest", "etl", "auth", "lake")
+STACKS = ("alerts", "network", "storage", "hosts", "ingest", "etl", "auth", "lake")
 
 
 @cache
@@ -48,7 +49,7 @@ def _plain(value: Any) -> Any:
 # --- every template -----------------------------------------------------------------------------
 
 
-def test_all_seven_stacks_exist_and_nothing_else() -> None:
+def test_all_eight_stacks_exist_and_nothing_else() -> None:
     assert sorted(p.stem for p in CFN.glob("*.yaml")) == sorted(STACKS)
 
 
@@ -281,7 +282,15 @@ def test_repository_prefix_readable_only_through_the_gateway_endpoint() -> None:
 
 
 def test_hosts_debian_imdsv2_encrypted_ssm_agent_and_tags() -> None:
-    assert default("hosts", "DebianAmiParameter") == "/aws/service/debian/release/12/latest/amd64"
+    # Pinned to a dated release (issue 16): "latest" would replace both instances at the next update after
+    # Debian publishes an AMI. The playbook's default is the template's.
+    pinned = default("hosts", "DebianAmiParameter")
+    assert re.fullmatch(r"/aws/service/debian/release/12/[0-9]{8}-[0-9]+/amd64", pinned)
+    settle = next(t for t in _stack_tasks() if "sbw_stacks" in t.get("ansible.builtin.set_fact", {}))
+    settings = settle["ansible.builtin.set_fact"]["sbw_stacks"]
+    release = re.search(r"default\('([0-9]{8}-[0-9]+)'\)", settings["debian_release"]).group(1)
+    assert pinned == f"/aws/service/debian/release/12/{release}/amd64"
+    assert f"default('{release}')" in settings["debian_ami_parameter"]
     lt = props("hosts", "HostLaunchTemplate")["LaunchTemplateData"]["MetadataOptions"]
     assert lt["HttpTokens"] == "required"
     expected = {
@@ -307,17 +316,263 @@ def test_hosts_debian_imdsv2_encrypted_ssm_agent_and_tags() -> None:
     assert _plain(eip["Properties"]["InstanceId"]) == {"Ref": "WebDbInstance"}
 
 
-def test_instance_role_is_ssm_core_plus_repository_read() -> None:
-    p = props("hosts", "InstanceRole")
-    assert _plain(p["ManagedPolicyArns"]) == [
-        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
-    ]
-    (policy,) = p["Policies"]
-    (statement,) = policy["PolicyDocument"]["Statement"]
-    assert statement["Action"] == "s3:GetObject"
-    assert _plain(statement["Resource"]) == {
-        "Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactsBucketName}/${RepoPrefix}/*"
+def _role_statements(name: str, role: str) -> list[dict[str, Any]]:
+    """Every statement that applies to a role of the template: its inline policies and the managed
+    policies of the same template it attaches (an AWS-managed ARN fails the test: it cannot be read here)."""
+    p = props(name, role)
+    statements = [s for policy in p.get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+    for arn in _plain(p.get("ManagedPolicyArns", [])):
+        assert isinstance(arn, dict) and set(arn) == {"Ref"}, (
+            f"{role} attaches a policy not in the template: {arn}"
+        )
+        statements += props(name, arn["Ref"])["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _glob(pattern: str, value: str) -> bool:
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), value) is not None
+
+
+def _allows(statements: list[dict[str, Any]], action: str, resource: str) -> bool:
+    """IAM evaluation for one action on one resource: an explicit deny wins, else any allow."""
+
+    def arn(value: Any) -> str:
+        text = value["Fn::Sub"] if isinstance(value, dict) else value
+        for variable, plain in (
+            ("AWS::Partition", "aws"),
+            ("AWS::Region", "ap-southeast-1"),
+            ("AWS::AccountId", "123456789012"),
+        ):
+            text = text.replace("${" + variable + "}", plain)
+        return text
+
+    def matches(s: dict[str, Any]) -> bool:
+        resources = _plain(s["Resource"])
+        resources = resources if isinstance(resources, list) else [resources]
+        return any(_glob(a, action) for a in _actions(s)) and any(_glob(arn(r), resource) for r in resources)
+
+    if any(s["Effect"] == "Deny" and matches(s) for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and matches(s) for s in statements)
+
+
+def test_one_role_per_host_without_the_managed_ssm_core_policy() -> None:
+    profiles = {
+        lid: _plain(props("hosts", lid)["IamInstanceProfile"]) for lid in ("WebDbInstance", "DwhInstance")
     }
+    assert profiles == {
+        "WebDbInstance": {"Ref": "WebDbInstanceProfile"},
+        "DwhInstance": {"Ref": "DwhInstanceProfile"},
+    }
+    assert _plain(props("hosts", "WebDbInstanceProfile")["Roles"]) == [{"Ref": "WebDbRole"}]
+    assert _plain(props("hosts", "DwhInstanceProfile")["Roles"]) == [{"Ref": "DwhRole"}]
+    assert set(resources("hosts", "AWS::IAM::Role")) == {"WebDbRole", "DwhRole"}
+    for role in ("WebDbRole", "DwhRole"):
+        assert _plain(props("hosts", role)["ManagedPolicyArns"]) == [{"Ref": "SsmManagedInstancePolicy"}]
+
+
+@pytest.mark.parametrize("role", ["WebDbRole", "DwhRole"])
+def test_no_host_reads_project_parameters_or_decrypts(role: str) -> None:
+    """Ansible reads the passwords on the controller; a host role reads no /sbw/* parameter at all."""
+    statements = _role_statements("hosts", role)
+    for action in (
+        "ssm:GetParameter",
+        "ssm:GetParameters",
+        "ssm:GetParametersByPath",
+        "ssm:GetParameterHistory",
+    ):
+        for parameter in (
+            "/sbw/dwh/etl_password",
+            "/sbw/dwh/dashboard_password",
+            "/sbw/webdb/app_password",
+            "/sbw/postgres/superuser",
+        ):
+            resource = f"arn:aws:ssm:ap-southeast-1:123456789012:parameter{parameter}"
+            assert not _allows(statements, action, resource), (role, action, parameter)
+    assert not any(a.startswith("kms:") for s in statements if s["Effect"] == "Allow" for a in _actions(s))
+    # The agent itself still works: it registers and opens Session Manager channels.
+    assert _allows(statements, "ssm:UpdateInstanceInformation", "*")
+    assert _allows(statements, "ssmmessages:OpenDataChannel", "*")
+    assert _allows(statements, "ec2messages:GetMessages", "*")
+
+
+def test_webdb_role_cannot_read_the_warehouse_parameters() -> None:
+    statements = _role_statements("hosts", "WebDbRole")
+    arn = "arn:aws:ssm:ap-southeast-1:123456789012:parameter/sbw/dwh/etl_password"
+    assert not _allows(statements, "ssm:GetParameter", arn)
+    # Not by luck of a missing allow: an explicit deny covers /sbw/* should a broad grant come back.
+    assert not _allows(
+        [*statements, {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}], "ssm:GetParameter", arn
+    )
+
+
+def test_only_the_dwh_host_reads_the_repository_and_webdb_has_no_s3() -> None:
+    repo = "arn:aws:s3:::${ArtifactsBucketName}/${RepoPrefix}/dists/bookworm/InRelease"
+    assert _allows(_role_statements("hosts", "DwhRole"), "s3:GetObject", repo)
+    assert not any(a.startswith("s3:") for s in _role_statements("hosts", "WebDbRole") for a in _actions(s))
+
+
+def test_parameter_key_policy_names_the_etl_the_operators_and_root_for_administration() -> None:
+    key = props("etl", "ParameterKey")
+    assert key["EnableKeyRotation"] is True
+    # A JSON string under !Sub (moto needs a string): its placeholders sit inside JSON strings.
+    document = json.loads(_plain(key["KeyPolicy"])["Fn::Sub"])
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    principals = {sid: s["Principal"]["AWS"] for sid, s in statements.items()}
+    assert principals == {
+        "AccountRootAdministersOnly": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root",
+        "EtlDecryptsThroughSsm": "${FunctionRole.Arn}",
+        "OperatorsUseThroughSsm": "${OperatorPrincipalArn}",
+    }
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    # The root may administer, never use the key: no other principal of the account decrypts through IAM.
+    root = _actions(statements["AccountRootAdministersOnly"])
+    for use in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:CreateGrant"):
+        # (kms:Create* would include CreateGrant: a grant to oneself is a way to decrypt.)
+        assert not any(_glob(a, use) for a in root), use
+    assert _actions(statements["EtlDecryptsThroughSsm"]) == ["kms:Decrypt"]
+    for sid in ("EtlDecryptsThroughSsm", "OperatorsUseThroughSsm"):
+        assert statements[sid]["Condition"] == {
+            "StringEquals": {"kms:ViaService": "ssm.${AWS::Region}.amazonaws.com"}
+        }
+    assert (key_policy := template("etl")["Resources"]["ParameterKey"])["DeletionPolicy"] == "Retain"
+    assert key_policy["UpdateReplacePolicy"] == "Retain"
+
+
+def test_secrets_are_written_with_the_stacks_key() -> None:
+    """The roles that write /sbw/* SecureStrings pass the key id the stacks' facts carry."""
+    for role in ("dw_schema", "oltp_schema"):
+        (task, *_) = yaml.safe_load((REPO / "roles" / role / "tasks" / "secrets.yml").read_text())
+        assert (
+            task["community.aws.ssm_parameter"]["key_id"]
+            == f"{{{{ {role}_kms_key_id | default(omit, true) }}}}"
+        )
+        defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
+        assert defaults[f"{role}_kms_key_id"] == "{{ sbw_ssm_kms_key_id | default('') }}"
+    facts = next(t for t in _stack_tasks() if t.get("name") == "Keep the facts the host plays need")
+    assert facts["ansible.builtin.set_fact"]["sbw_stacks_facts"]["sbw_ssm_kms_key_id"] == (
+        "{{ sbw_stacks_out.etl.ParameterKeyId }}"
+    )
+
+
+# --- alarms --------------------------------------------------------------------------------------
+
+# Metrics AWS publishes by itself, per namespace (the ones the alarms may watch).
+AWS_METRICS = {
+    "AWS/Lambda": {"Errors", "Throttles", "Invocations", "Duration"},
+    "AWS/EC2": {"StatusCheckFailed_System", "StatusCheckFailed_Instance", "StatusCheckFailed"},
+    "AWS/ApiGateway": {"4xx", "5xx", "Count", "Latency", "IntegrationLatency"},
+    "AWS/SQS": {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"},
+}
+
+
+def _alarms() -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (name, lid): _plain(r["Properties"])
+        for name in STACKS
+        for lid, r in resources(name, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def _watched(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its own, or those of its metric-math query."""
+    if "MetricName" in alarm:
+        return [
+            {
+                "Namespace": alarm["Namespace"],
+                "MetricName": alarm["MetricName"],
+                "Dimensions": alarm["Dimensions"],
+            }
+        ]
+    return [q["MetricStat"]["Metric"] for q in alarm["Metrics"] if "MetricStat" in q]
+
+
+def test_every_alarm_notifies_the_alerts_topic() -> None:
+    alarms = _alarms()
+    assert {stack for stack, _ in alarms} == {"hosts", "ingest", "etl"}
+    for (stack, lid), alarm in alarms.items():
+        assert {"Ref": "AlarmActionArn"} in alarm["AlarmActions"], (stack, lid)
+        assert "Condition" not in template(stack)["Resources"][lid], (stack, lid)
+        parameter = template(stack)["Parameters"]["AlarmActionArn"]
+        assert "Default" not in parameter and parameter["AllowedPattern"].startswith("^arn:"), stack
+    # stacks.yml passes the alerts stack's topic (or the operator's) to every stack with alarms.
+    deployed = {
+        t["amazon.aws.cloudformation"]["stack_name"].split("-", 1)[1]: t["amazon.aws.cloudformation"]
+        for t in _stack_tasks()
+        if "amazon.aws.cloudformation" in t
+    }
+    for stack in ("hosts", "ingest", "etl"):
+        assert deployed[stack]["template_parameters"]["AlarmActionArn"] == "{{ sbw_stacks_alarm_action }}"
+    assert _plain(props("alerts", "AlarmEmailSubscription")) == {
+        "TopicArn": {"Ref": "AlarmTopic"},
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    assert template("alerts")["Resources"]["AlarmEmailSubscription"]["Condition"] == "HasAlarmEmail"
+    assert template("alerts")["Outputs"]["AlarmTopicArn"]["Value"] == {"Ref": "AlarmTopic"}
+
+
+def test_every_alarm_watches_a_metric_that_exists() -> None:
+    etl_handler_src = (REPO / "lambda_src" / "sbw_clickstream" / "etl_handler.py").read_text()
+    for (stack, lid), alarm in _alarms().items():
+        for metric in _watched(alarm):
+            if metric["Namespace"] == {"Ref": "MetricsNamespace"}:
+                # The ETL's own EMF metrics: tests/test_etl_stack.py runs emit_metrics and compares.
+                name = metric["MetricName"]
+                assert (
+                    f'"{name}"' in etl_handler_src or name.removeprefix("Run").lower() in etl_handler_src
+                ), lid
+            else:
+                assert metric["MetricName"] in AWS_METRICS[metric["Namespace"]], (stack, lid)
+            dimension = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            # Each alarm watches a resource of its own stack (a Ref of the instance, function, API, queue).
+            refs = [v for v in dimension.values() if isinstance(v, dict)]
+            assert refs, (stack, lid)
+
+
+def test_the_issue_16_alarms_exist() -> None:
+    watched = {
+        (stack, lid): {
+            (m["Namespace"] if isinstance(m["Namespace"], str) else "ETL", m["MetricName"])
+            for m in _watched(a)
+        }
+        for (stack, lid), a in _alarms().items()
+    }
+    by_stack: dict[str, set[tuple[str, str]]] = {}
+    for (stack, _), metrics in watched.items():
+        by_stack.setdefault(stack, set()).update(metrics)
+    assert {
+        ("AWS/ApiGateway", "5xx"),
+        ("AWS/ApiGateway", "4xx"),
+        ("AWS/ApiGateway", "Count"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+    } <= by_stack["ingest"]
+    assert {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("ETL", "ObjectsQuarantined"),
+        ("ETL", "RunSucceeded"),
+        ("ETL", "LagSeconds"),
+        ("ETL", "RunSkipped"),
+    } <= by_stack["etl"]
+    # Rates, not counts, for the API.
+    for lid in ("ServerErrorRateAlarm", "ClientErrorRateAlarm"):
+        (expression,) = [q["Expression"] for q in _alarms()[("ingest", lid)]["Metrics"] if "Expression" in q]
+        assert "errors / requests" in expression
+    # Freshness: hours without a successful run breach, even when no run reports at all.
+    fresh = _alarms()[("etl", "FreshnessAlarm")]
+    assert fresh["TreatMissingData"] == "breaching" and fresh["ComparisonOperator"] == "LessThanThreshold"
+    # EC2 status checks on both hosts; a failed system check recovers the instance.
+    for host in ("WebDb", "Dwh"):
+        system = _alarms()[("hosts", f"{host}SystemCheckAlarm")]
+        assert system["MetricName"] == "StatusCheckFailed_System"
+        assert system["Dimensions"] == [{"Name": "InstanceId", "Value": {"Ref": f"{host}Instance"}}]
+        assert {"Fn::Sub": "arn:${AWS::Partition}:automate:${AWS::Region}:ec2:recover"} in system[
+            "AlarmActions"
+        ]
+        instance = _alarms()[("hosts", f"{host}InstanceCheckAlarm")]
+        assert instance["MetricName"] == "StatusCheckFailed_Instance"
 
 
 # --- ingest --------------------------------------------------------------------------------------
@@ -540,3 +795,74 @@ def test_every_aws_call_of_the_playbook_takes_the_endpoint_override() -> None:
     for name, module in calls:
         assert module["endpoint_url"] == "{{ sbw_aws_endpoint_url | default(omit) }}", name
         assert module["region"] == "{{ sbw_aws_region }}", name
+
+
+# --- data protection (issue 16 §1) ---------------------------------------------------------------
+
+
+def test_no_stateful_resource_without_deletion_and_replace_policies() -> None:
+    """cfn-lint's informational I3011 (stateful resource without DeletionPolicy/UpdateReplacePolicy)."""
+    run = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "cfn-lint"),
+            "-c",
+            "I",
+            "--",
+            *sorted(str(p) for p in CFN.glob("*.yaml")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "I3011" not in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize(
+    ("stack", "logical_id"),
+    [
+        ("storage", "RawBucket"),
+        ("storage", "AssetsBucket"),
+        ("hosts", "WebDbInstance"),
+        ("hosts", "DwhInstance"),
+        ("auth", "UserPool"),
+        ("etl", "ParameterKey"),
+    ],
+)
+def test_what_holds_data_is_retained(stack: str, logical_id: str) -> None:
+    resource = template(stack)["Resources"][logical_id]
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+def _deploy_task(stack: str) -> dict[str, Any]:
+    (task,) = [
+        t["amazon.aws.cloudformation"]
+        for t in _stack_tasks()
+        if "amazon.aws.cloudformation" in t
+        and t["amazon.aws.cloudformation"]["stack_name"].endswith(f"-{stack}")
+    ]
+    return task
+
+
+def test_data_stacks_have_termination_protection_and_the_stack_policy() -> None:
+    play_vars = yaml.safe_load((REPO / "playbooks" / "stacks.yml").read_text())[1]["vars"]
+    allow, deny = play_vars["sbw_stacks_policy"]["Statement"]
+    assert (allow["Effect"], allow["Action"], allow["Resource"]) == ("Allow", "Update:*", "*")
+    assert deny["Effect"] == "Deny" and sorted(deny["Action"]) == ["Update:Delete", "Update:Replace"]
+    assert sorted(deny["Condition"]["StringEquals"]["ResourceType"]) == [
+        "AWS::EC2::Instance",
+        "AWS::EC2::Volume",
+        "AWS::S3::Bucket",
+    ]
+    for stack in ("storage", "hosts"):
+        task = _deploy_task(stack)
+        assert task["termination_protection"] is True, stack
+        assert task["stack_policy_body"] == "{{ sbw_stacks_policy }}", stack
+        assert task["stack_policy_on_update_body"] == "{{ __sbw_stacks_policy_during_update }}", stack
+    assert _deploy_task("auth")["termination_protection"] is True
+    # The override is explicit, for one run: without sbw_stacks_allow_replace nothing is passed.
+    assert play_vars["__sbw_stacks_policy_during_update"] == (
+        "{{ sbw_stacks_policy_override if (sbw_stacks_allow_replace | default(false) | bool) else omit }}"
+    )
+    # Every type the policy protects is one the data stacks hold (or will: EBS data volumes).
+    held = {r["Type"] for s in ("storage", "hosts") for r in template(s)["Resources"].values()}
+    assert {"AWS::EC2::Instance", "AWS::S3::Bucket"} <= held

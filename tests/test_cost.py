@@ -37,6 +37,13 @@ def test_fixed_items() -> None:
     )
     assert e.item("Public IPv4 (webdb Elastic IP)").usd == pytest.approx(3.65)
     assert e.item("EventBridge schedules").usd == 0
+    # Issue 16: every alarm of the templates (17 alarm metrics: the two API rate alarms read two metrics
+    # each), the alerts topic, the parameters' key (1 USD + requests).
+    assert e.item("CloudWatch alarms").usd == pytest.approx(17 * 0.10)
+    assert e.item("KMS key of the /sbw/* parameters").usd == pytest.approx(
+        1.0 + (730 * 12 + 200) / 1e4 * 0.03
+    )
+    assert e.item("SNS alarm topic (e-mail)").usd == pytest.approx(200 / 1e6 * 0.5 + 200 / 1e5 * 2.0)
 
 
 def test_lambda_ingest_requests_plus_gb_seconds() -> None:

@@ -64,13 +64,14 @@ def test_every_alarm_watches_a_metric_the_handler_emits(
     emitted = {m["Name"] for m in directive["Metrics"]}
     assert emf["LagSeconds"] == [pytest.approx(7200, abs=1)]
     assert (emf["RunPartial"], emf["RunSkipped"], emf["ObjectsQuarantined"]) == ([1.0], [0.0], [2.0])
+    assert emf["RunSucceeded"] == [0.0]  # the freshness alarm counts these
     ours = {
         name: r["Properties"]
         for name, r in template["Resources"].items()
         if r["Type"] == "AWS::CloudWatch::Alarm"
         and r["Properties"]["Namespace"] == {"Ref": "MetricsNamespace"}
     }
-    assert set(ours) == {"QuarantineAlarm", "SkippedRunsAlarm", "LagAlarm"}
+    assert set(ours) == {"QuarantineAlarm", "SkippedRunsAlarm", "LagAlarm", "FreshnessAlarm"}
     for name, alarm in ours.items():
         assert alarm["MetricName"] in emitted, name
         assert alarm["Dimensions"] == [{"Name": "service", "Value": {"Ref": "FunctionName"}}], name

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HOURS_PER_MONTH = 730
-ETL_TEMPLATE = Path(__file__).resolve().parents[2] / "cloudformation" / "etl.yaml"
+CFN_DIR = Path(__file__).resolve().parents[2] / "cloudformation"
+ETL_TEMPLATE = CFN_DIR / "etl.yaml"
 
 
 def _etl_parameter_default(name: str) -> str:
@@ -41,6 +42,18 @@ def _rate_minutes(expression: str) -> int:
     if match is None:
         raise ValueError(f"{ETL_TEMPLATE}: {expression!r} is not a rate(N minutes|hours) expression")
     return int(match.group(1)) * (60 if match.group(2).startswith("hour") else 1)
+
+
+def _alarm_metrics() -> int:
+    """Billed alarm metrics of the templates: one per plain alarm, one per MetricStat of a metric-math
+    alarm (the expression itself is free), so the model counts what is deployed."""
+    total = 0
+    for template in sorted(CFN_DIR.glob("*.yaml")):
+        text = template.read_text()
+        alarms = text.count("Type: AWS::CloudWatch::Alarm")
+        math_alarms = len(re.findall(r"^      Metrics:$", text, re.MULTILINE))
+        total += alarms - math_alarms + text.count("MetricStat:")
+    return total
 
 
 # The ETL function's deployed timeout and catch-up interval (cloudformation/etl.yaml).
@@ -101,6 +114,10 @@ PRICES: dict[str, Price] = {
     "alarm": Price(
         0.10, "per standard-resolution alarm metric per month", "aws.amazon.com/cloudwatch/pricing"
     ),
+    "sns_publish": Price(0.50, "per million publishes", "aws.amazon.com/sns/pricing"),
+    "sns_email": Price(2.00, "per 100,000 e-mail notifications", "aws.amazon.com/sns/pricing"),
+    "kms_key": Price(1.00, "per customer-managed key per month", "aws.amazon.com/kms/pricing"),
+    "kms_request": Price(0.03, "per 10,000 symmetric requests", "aws.amazon.com/kms/pricing"),
     "data_out": Price(
         0.12, "per GB to the internet (first 10 TB/month)", "aws.amazon.com/ec2/pricing/on-demand"
     ),
@@ -130,7 +147,11 @@ class Assumptions:
     dwh_volume_gb: int = 40
     endpoints: int = 3  # ssm, ssmmessages, ec2messages in one AZ
     endpoint_gb_per_month: float = 2.0  # SSM sessions, agent traffic, ETL's parameter reads
-    alarms: int = 5  # etl.yaml: errors, failed runs, quarantined objects, skipped runs, lag
+    # Every alarm of the templates (hosts: status checks; ingest: 5xx/4xx rates, errors, throttles; etl).
+    alarm_metrics: int = field(default_factory=_alarm_metrics)
+    alarm_notifications: int = 200  # alarm + OK messages a month, e-mailed (a noisy month)
+    # Decrypts of the /sbw/* key: one per ETL invocation (its password) plus the playbooks' reads.
+    kms_requests: int = HOURS_PER_MONTH * (60 // ETL_CATCH_UP_MINUTES) + 200
 
 
 @dataclass(frozen=True)
@@ -237,7 +258,17 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
             f"{log_gb:,.1f} GB",
             log_gb * _p("logs_ingest") + log_gb * a.log_retention_months * _p("logs_storage"),
         ),
-        Item("CloudWatch alarms", f"{a.alarms} alarms", a.alarms * _p("alarm")),
+        Item("CloudWatch alarms", f"{a.alarm_metrics} alarm metrics", a.alarm_metrics * _p("alarm")),
+        Item(
+            "SNS alarm topic (e-mail)",
+            f"{a.alarm_notifications} notifications",
+            a.alarm_notifications / 1e6 * _p("sns_publish") + a.alarm_notifications / 1e5 * _p("sns_email"),
+        ),
+        Item(
+            "KMS key of the /sbw/* parameters",
+            f"1 key, {a.kms_requests:,} requests",
+            _p("kms_key") + a.kms_requests / 1e4 * _p("kms_request"),
+        ),
         Item(
             "Data transfer out (API responses)",
             f"{requests * a.response_bytes / GB:,.1f} GB",
