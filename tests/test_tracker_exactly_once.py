@@ -184,7 +184,7 @@ def test_lost_answers_still_give_one_row_per_tracked_event(
         assert len(json.loads(page.evaluate("localStorage.getItem('sbw_cs_outbox')"))) == 10
         page.reload()  # a new page_view, and the outbox sent again with the same ids
         reloaded = True
-        assert wait_answered(page, 15)
+        assert wait_answered(page, 60)  # a bound, not a timing: a loaded machine answers late
     time.sleep(TIMEOUT_MS / 1000 + 2)  # let a held answer finish its forward
     context.close()
     assert [a for a, _, _ in plan.seen[: len(faults)]] == faults
