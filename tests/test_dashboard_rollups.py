@@ -26,20 +26,20 @@ SKETCHES = (
     "funnel_sessions",
 )
 SNAPSHOT = {
-    "dash_hourly": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
+    "dash_hourly": "bucket, event_name, category, brand, login_state, identity_source, is_bot, events, revenue, "
     + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
-    "dash_daily": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
+    "dash_daily": "bucket, event_name, category, brand, login_state, identity_source, is_bot, events, revenue, "
     + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
-    "dash_product_hourly": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
+    "dash_product_hourly": "bucket, product_id, category, brand, is_bot, product_name, events, views, add_to_carts, "
     "checkouts, purchases, revenue",
-    "dash_product_daily": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
+    "dash_product_daily": "bucket, product_id, category, brand, is_bot, product_name, events, views, add_to_carts, "
     "checkouts, purchases, revenue",
 }
 
 
 def _snapshot(db: PgDatabase) -> dict[str, list[tuple]]:
     return {
-        table: db.query(f"SELECT {cols} FROM {table} ORDER BY 1, 2, 3, 4, 5, 6")
+        table: db.query(f"SELECT {cols} FROM {table} ORDER BY 1, 2, 3, 4, 5, 6, 7")  # the cell key (V022: is_bot)
         for table, cols in SNAPSHOT.items()
     }
 
