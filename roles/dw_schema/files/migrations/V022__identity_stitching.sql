@@ -327,73 +327,88 @@ BEGIN
 END
 $fn$;
 
--- Step 5 of dash_fold_batch(): the sessions in pg_temp.dash_relinked. Events still queued are
--- left out (their cells do not count them yet; their own fold will).
+-- Step 5 of dash_fold_batch(): the sessions in pg_temp.dash_relinked. Only their guest events
+-- (no user_id of their own) already folded change owner: those in the batch were just folded with
+-- the new link, those still queued will be by their own fold.
+-- (jit off: a few hours' events, read through indexes; compiling its plans costs more than running them.)
 CREATE FUNCTION public.dash_relink(relink_window interval) RETURNS void
-LANGUAGE plpgsql SET search_path = public, pg_temp AS $fn$
+LANGUAGE plpgsql SET search_path = public, pg_temp SET jit = off AS $fn$
 BEGIN
+    ANALYZE pg_temp.dash_relinked;
     DROP TABLE IF EXISTS pg_temp.dash_relink_hours;
     CREATE TEMP TABLE dash_relink_hours ON COMMIT DROP AS
         SELECT DISTINCT date_bin('1 hour', e.event_timestamp, timestamptz '2000-01-01 00:00:00+00') AS bucket
         FROM pg_temp.dash_relinked AS r
         JOIN public.clickstream_events AS e ON e.session_id = r.session_id AND e.client_id = r.client_id
-        WHERE e.event_timestamp >= r.login_at - relink_window
-          AND NOT EXISTS (SELECT 1 FROM pg_temp.dash_batch AS b WHERE b.event_id = e.event_id);
+        WHERE e.user_id IS NULL
+          AND e.event_timestamp >= r.login_at - relink_window
+          -- NOT IN (a hashed subplan whatever the estimates; event ids are never NULL).
+          AND e.event_id NOT IN (SELECT b.event_id FROM pg_temp.dash_batch AS b)
+          AND e.event_id NOT IN (SELECT p.event_id FROM public.dash_pending AS p);
     IF NOT EXISTS (SELECT 1 FROM pg_temp.dash_relink_hours) THEN
         DROP TABLE pg_temp.dash_relink_hours;
         RETURN;
     END IF;
+    ANALYZE pg_temp.dash_relink_hours;
 
-    WITH folded AS (
-        SELECT e.*
-        FROM pg_temp.dash_relink_hours AS h
-        JOIN public.clickstream_events AS e
-          ON e.event_timestamp >= h.bucket AND e.event_timestamp < h.bucket + interval '1 hour'
-        WHERE NOT EXISTS (SELECT 1 FROM public.dash_pending AS p WHERE p.event_id = e.event_id)
-    ), fresh AS (
-        SELECT date_bin('1 hour', e.event_timestamp, timestamptz '2000-01-01 00:00:00+00') AS bucket,
-               e.event_name,
-               coalesce(e.context_product_category, '') AS category,
-               coalesce(e.context_product_brand, '') AS brand,
-               coalesce(e.user_login_state, '') AS login_state,
-               coalesce(e.identity_source, '') AS identity_source,
-               e.is_bot,
-               hll_add_agg(hll_hash_text(public.dash_person_key(coalesce(e.user_id, s.user_id), e.client_id)),
-                           12, 5, 8192, 1) AS users,
-               coalesce(hll_add_agg(hll_hash_text(coalesce(e.user_id, s.user_id)), 12, 5, 8192, 1)
-                   FILTER (WHERE coalesce(e.user_id, s.user_id) IS NOT NULL), hll_empty(12, 5, 8192, 1))
-                   AS logged_in_users,
-               coalesce(hll_add_agg(hll_hash_text(e.client_id), 12, 5, 8192, 1)
-                   FILTER (WHERE coalesce(e.user_id, s.user_id) IS NULL), hll_empty(12, 5, 8192, 1))
-                   AS guest_visitors
-        FROM folded AS e
-        LEFT JOIN public.dash_session_users AS s ON s.client_id = e.client_id AND s.session_id = e.session_id
-        GROUP BY 1, 2, 5, 6, 7, GROUPING SETS ((3, 4), (3), (4), ())
-    )
+    -- The hours' identity sketches, recomputed from their folded events (as in step 2). LATERAL
+    -- with OFFSET 0 (not flattened): one index range per hour, whatever the statistics of freshly
+    -- loaded partitions say.
+    DROP TABLE IF EXISTS pg_temp.dash_relink_cells;
+    CREATE TEMP TABLE dash_relink_cells ON COMMIT DROP AS
+    SELECT date_bin('1 hour', e.event_timestamp, timestamptz '2000-01-01 00:00:00+00') AS bucket,
+           e.event_name,
+           coalesce(e.context_product_category, '') AS category,
+           coalesce(e.context_product_brand, '') AS brand,
+           coalesce(e.user_login_state, '') AS login_state,
+           coalesce(e.identity_source, '') AS identity_source,
+           e.is_bot,
+           hll_add_agg(hll_hash_text(public.dash_person_key(coalesce(e.user_id, s.user_id), e.client_id)),
+                       12, 5, 8192, 1) AS users,
+           coalesce(hll_add_agg(hll_hash_text(coalesce(e.user_id, s.user_id)), 12, 5, 8192, 1)
+               FILTER (WHERE coalesce(e.user_id, s.user_id) IS NOT NULL), hll_empty(12, 5, 8192, 1))
+               AS logged_in_users,
+           coalesce(hll_add_agg(hll_hash_text(e.client_id), 12, 5, 8192, 1)
+               FILTER (WHERE coalesce(e.user_id, s.user_id) IS NULL), hll_empty(12, 5, 8192, 1))
+               AS guest_visitors
+    FROM pg_temp.dash_relink_hours AS h
+    CROSS JOIN LATERAL (
+        SELECT * FROM public.clickstream_events AS x
+        WHERE x.event_timestamp >= h.bucket AND x.event_timestamp < h.bucket + interval '1 hour'
+        OFFSET 0
+    ) AS e
+    LEFT JOIN public.dash_session_users AS s ON s.client_id = e.client_id AND s.session_id = e.session_id
+    WHERE e.event_id NOT IN (SELECT p.event_id FROM public.dash_pending AS p)
+    GROUP BY 1, 2, 5, 6, 7, GROUPING SETS ((3, 4), (3), (4), ());
+    ANALYZE pg_temp.dash_relink_cells;
+
     UPDATE public.dash_hourly AS d
     SET users = f.users, logged_in_users = f.logged_in_users, guest_visitors = f.guest_visitors
-    FROM fresh AS f
+    FROM pg_temp.dash_relink_cells AS f
     WHERE d.bucket = f.bucket AND d.event_name = f.event_name
       AND d.category IS NOT DISTINCT FROM f.category AND d.brand IS NOT DISTINCT FROM f.brand
       AND d.login_state = f.login_state AND d.identity_source = f.identity_source AND d.is_bot = f.is_bot;
 
-    WITH days AS (
-        SELECT DISTINCT public.dash_day_floor(h.bucket) AS day FROM pg_temp.dash_relink_hours AS h
-    ), fresh AS (
-        SELECT y.day AS bucket, c.event_name, c.category, c.brand, c.login_state, c.identity_source, c.is_bot,
-               hll_union_agg(c.users) AS users,
-               hll_union_agg(c.logged_in_users) AS logged_in_users,
-               hll_union_agg(c.guest_visitors) AS guest_visitors
-        FROM days AS y
-        JOIN public.dash_hourly AS c ON c.bucket >= y.day AND c.bucket < y.day + interval '24 hours'
-        GROUP BY 1, 2, 3, 4, 5, 6, 7
-    )
+    -- Their days: the union of the day's hourly sketches (the daily cells are that by construction).
+    DROP TABLE IF EXISTS pg_temp.dash_relink_days;
+    CREATE TEMP TABLE dash_relink_days ON COMMIT DROP AS
+    SELECT y.day AS bucket, c.event_name, c.category, c.brand, c.login_state, c.identity_source, c.is_bot,
+           hll_union_agg(c.users) AS users,
+           hll_union_agg(c.logged_in_users) AS logged_in_users,
+           hll_union_agg(c.guest_visitors) AS guest_visitors
+    FROM (SELECT DISTINCT public.dash_day_floor(h.bucket) AS day FROM pg_temp.dash_relink_hours AS h) AS y
+    JOIN public.dash_hourly AS c ON c.bucket >= y.day AND c.bucket < y.day + interval '24 hours'
+    GROUP BY 1, 2, 3, 4, 5, 6, 7;
+    ANALYZE pg_temp.dash_relink_days;
+
     UPDATE public.dash_daily AS d
     SET users = f.users, logged_in_users = f.logged_in_users, guest_visitors = f.guest_visitors
-    FROM fresh AS f
+    FROM pg_temp.dash_relink_days AS f
     WHERE d.bucket = f.bucket AND d.event_name = f.event_name
       AND d.category IS NOT DISTINCT FROM f.category AND d.brand IS NOT DISTINCT FROM f.brand
       AND d.login_state = f.login_state AND d.identity_source = f.identity_source AND d.is_bot = f.is_bot;
+    DROP TABLE pg_temp.dash_relink_cells;
+    DROP TABLE pg_temp.dash_relink_days;
     DROP TABLE pg_temp.dash_relink_hours;
 END
 $fn$;
