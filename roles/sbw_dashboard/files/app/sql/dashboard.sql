@@ -5,7 +5,9 @@
 -- The figures come from the rollups of migration V005 (dash_cells / dash_product_cells: daily
 -- cells for the whole UTC days of the period, hourly cells for its ends), never from a scan of
 -- clickstream_events: sums are exact; distinct counts (sessions, users, visitors) are exact up to
--- 8,192 per figure and HyperLogLog estimates (~1.6 %) above. In the cells, category/brand NULL
+-- 8,192 per figure and HyperLogLog estimates (~1.6 %) above. Sessions are (client_id, session_id);
+-- users follow the identity stitching of V022 (a session with a login is its user's, guest events
+-- included; a session without one is its client's); bots are out unless include_bots is 'true'. In the cells, category/brand NULL
 -- means "all" and '' means "no product"; the filters are written so that, with the values bound,
 -- they fold to `category IS NULL` / `category = 'x'` and use the rollups' filter index.
 --
