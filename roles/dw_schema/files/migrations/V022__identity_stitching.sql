@@ -504,6 +504,7 @@ CREATE FUNCTION public.dw_erase_subject(kind text, subject text)
 RETURNS TABLE (erasure_id bigint, source_key text)
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $fn$
 BEGIN
+    PERFORM pg_advisory_xact_lock(1530731121);  -- the rollup lock first: no refresh relinks meanwhile
     DELETE FROM public.dash_session_users AS s
     WHERE (kind = 'user_id' AND s.user_id = subject) OR (kind = 'client_id' AND s.client_id = subject);
     RETURN QUERY SELECT * FROM public.dw_erase_subject_events(kind, subject);
