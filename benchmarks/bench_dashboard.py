@@ -181,6 +181,7 @@ def _args(days: int) -> dict[str, str]:
         "granularity": "day" if days > 7 else "hour",
         "order_by": "views",
         "row_limit": "10",
+        "include_bots": "false",
     }
 
 

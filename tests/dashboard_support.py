@@ -52,6 +52,7 @@ COLUMNS = (
     "context_product_discount_price",
     "context_product_url_path",
     "source_key",
+    "is_bot",
 )
 
 
@@ -81,7 +82,9 @@ def catalog(seed: int = 11) -> list[Product]:
 def make_events(anchor: datetime, seed: int = 7, sessions: int = 80, spread_days: float = 5.0) -> list[dict]:
     """Sessions of shoppers in the `spread_days` before `anchor` (UTC), plus older ones (20-30 days).
 
-    Funnel drop-offs, logged-in (cognito) and guest shoppers, returning clients, first visits.
+    Funnel drop-offs, logged-in (cognito) and guest shoppers, returning clients, first visits;
+    every fifth logged-in session starts as a guest and logs in at its second event (identity
+    stitching, V022), and every thirteenth session is a bot's (is_bot: left out by default).
     """
     rnd = random.Random(seed)
     products = catalog()
@@ -113,15 +116,17 @@ def make_events(anchor: datetime, seed: int = 7, sessions: int = 80, spread_days
                         names.append(("purchase", product))
         if rnd.random() < 0.1:
             names.append(("add_to_cart", rnd.choice(products)))  # cart without a view: not in the funnel
+        logs_in_late = logged_in and n % 5 == 0  # decided without rnd: the data set stays the same
         for i, (name, prod) in enumerate(names):
+            member = logged_in and not (logs_in_late and i == 0)
             events.append(
                 {
                     "event_id": str(uuid.UUID(int=rnd.getrandbits(128), version=4)),
                     "event_timestamp": t,
                     "event_name": name,
-                    "user_id": user_id,
-                    "user_login_state": "logged_in" if logged_in else "guest",
-                    "identity_source": "cognito" if logged_in else "anonymous",
+                    "user_id": user_id if member else None,
+                    "user_login_state": "logged_in" if member else "guest",
+                    "identity_source": "cognito" if member else "anonymous",
                     "client_id": client,
                     "session_id": session,
                     "is_first_visit": first and i == 0,
@@ -133,6 +138,7 @@ def make_events(anchor: datetime, seed: int = 7, sessions: int = 80, spread_days
                     "context_product_discount_price": prod.discount_price if prod else None,
                     "context_product_url_path": f"/products/{prod.product_id}" if prod else None,
                     "source_key": f"events/{t:%Y/%m/%d}/event-{session}.json",
+                    "is_bot": n % 13 == 5,
                 }
             )
             t += timedelta(seconds=rnd.randint(5, 90))
@@ -162,6 +168,7 @@ class Filters:
     category: str = ""
     brand: str = ""
     event_name: str = ""
+    include_bots: bool = False
 
     def as_r(self) -> dict[str, str]:
         return {
@@ -171,6 +178,7 @@ class Filters:
             "category": self.category,
             "brand": self.brand,
             "event_name": self.event_name,
+            "include_bots": "true" if self.include_bots else "false",
         }
 
 
@@ -184,6 +192,7 @@ def select(events: list[dict], f: Filters, use_event_name: bool = True) -> list[
         e
         for e in events
         if in_period(e, f)
+        and (f.include_bots or not e.get("is_bot", False))
         and (not f.category or e["context_product_category"] == f.category)
         and (not f.brand or e["context_product_brand"] == f.brand)
         and (not use_event_name or not f.event_name or e["event_name"] == f.event_name)
@@ -195,25 +204,40 @@ def _unit_price(e: dict) -> Decimal:
     return d if d is not None else e["context_product_price"]
 
 
-def _user_key(e: dict) -> str:
-    return f"u:{e['user_id']}" if e["user_id"] is not None else f"c:{e['client_id']}"
-
-
 def session_key(e: dict) -> tuple[str, str]:
     """A session is (client_id, session_id): the identity rule of V020 (issue 15)."""
     return (e["client_id"], e["session_id"])
 
 
+def session_users(events: list[dict]) -> dict[tuple[str, str], str]:
+    """Identity stitching (V022): a session with a user_id belongs to the user of its earliest event
+    that has one (ties: the smallest user_id), whichever events a period or filter selects."""
+    first: dict[tuple[str, str], tuple[datetime, str]] = {}
+    for e in events:
+        if e["user_id"] is not None:
+            key, mark = session_key(e), (e["event_timestamp"], e["user_id"])
+            first[key] = min(first.get(key, mark), mark)
+    return {key: mark[1] for key, mark in first.items()}
+
+
+def person(e: dict, links: dict[tuple[str, str], str]) -> str | None:
+    """The user an event belongs to: its own user_id, else its session's; None = a guest's."""
+    return e["user_id"] if e["user_id"] is not None else links.get(session_key(e))
+
+
 def kpis(events: list[dict], f: Filters) -> dict[str, float]:
     rows = select(events, f)
+    links = session_users(events)
     sessions = {session_key(e) for e in rows}
     purchase_sessions = {session_key(e) for e in rows if e["event_name"] == "purchase"}
+    users = {person(e, links) for e in rows} - {None}
+    guests = {e["client_id"] for e in rows if person(e, links) is None}
     return {
         "events": len(rows),
         "sessions": len(sessions),
-        "users": len({_user_key(e) for e in rows}),
-        "logged_in_users": len({e["user_id"] for e in rows if e["user_id"] is not None}),
-        "guest_visitors": len({e["client_id"] for e in rows if e["user_id"] is None}),
+        "users": len(users) + len(guests),  # a user is one user, a guest is one client
+        "logged_in_users": len(users),
+        "guest_visitors": len(guests),
         "first_visits": len({e["client_id"] for e in rows if e["is_first_visit"]}),
         "product_views": sum(e["event_name"] == "product_view" for e in rows),
         "add_to_carts": sum(e["event_name"] == "add_to_cart" for e in rows),

@@ -25,21 +25,20 @@ SKETCHES = (
     "clients",
     "funnel_sessions",
 )
+CELL = "bucket, event_name, category, brand, login_state, identity_source, is_bot, events, revenue, "
+PRODUCT = "bucket, product_id, category, brand, is_bot, product_name, events, views, add_to_carts, "
 SNAPSHOT = {
-    "dash_hourly": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
-    + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
-    "dash_daily": "bucket, event_name, category, brand, login_state, identity_source, events, revenue, "
-    + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
-    "dash_product_hourly": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
-    "checkouts, purchases, revenue",
-    "dash_product_daily": "bucket, product_id, category, brand, product_name, events, views, add_to_carts, "
-    "checkouts, purchases, revenue",
+    "dash_hourly": CELL + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
+    "dash_daily": CELL + ", ".join(f"hll_cardinality({s})" for s in SKETCHES),
+    "dash_product_hourly": PRODUCT + "checkouts, purchases, revenue",
+    "dash_product_daily": PRODUCT + "checkouts, purchases, revenue",
 }
 
 
 def _snapshot(db: PgDatabase) -> dict[str, list[tuple]]:
     return {
-        table: db.query(f"SELECT {cols} FROM {table} ORDER BY 1, 2, 3, 4, 5, 6")
+        # ORDER BY the whole cell key (is_bot included, V022).
+        table: db.query(f"SELECT {cols} FROM {table} ORDER BY 1, 2, 3, 4, 5, 6, 7")
         for table, cols in SNAPSHOT.items()
     }
 

@@ -60,7 +60,8 @@ def test_events_table_columns_follow_the_contract(dw_db: PgDatabase) -> None:
     )
     # A set, not the order: a field added later is `ALTER TABLE ... ADD COLUMN` (it goes last).
     names = {r[0] for r in rows}
-    assert names == {*EVENT_FIELDS, *ENRICHMENT_FIELDS, "extra", "source_key", "loaded_at"}
+    # is_bot: V022 adds it for the rollups (NOT NULL DEFAULT false) before the enrichment fills it.
+    assert names == {*EVENT_FIELDS, *ENRICHMENT_FIELDS, "is_bot", "extra", "source_key", "loaded_at"}
     types = {r[0]: r[1] for r in rows}
     assert types["event_id"] == "uuid"
     assert types["event_timestamp"] == types["received_at"] == "timestamp with time zone"

@@ -45,8 +45,10 @@ sbw_sql <- function(name) {
 }
 
 # The filter values every query understands, validated and normalised to the text bound as
-# parameters: dates as YYYY-MM-DD, the timezone a known IANA name, '' meaning "all".
-sbw_filters <- function(date_from, date_to, timezone = "UTC", category = "", brand = "", event_name = "") {
+# parameters: dates as YYYY-MM-DD, the timezone a known IANA name, '' meaning "all",
+# include_bots 'true' / 'false' (bots are left out of the figures unless asked for).
+sbw_filters <- function(date_from, date_to, timezone = "UTC", category = "", brand = "", event_name = "",
+                        include_bots = "false") {
   date_from <- as.Date(date_from)
   date_to <- as.Date(date_to)
   if (is.na(date_from) || is.na(date_to)) {
@@ -59,9 +61,14 @@ sbw_filters <- function(date_from, date_to, timezone = "UTC", category = "", bra
     stop(sprintf("unknown timezone: %s", timezone))
   }
   norm <- function(x) if (is.null(x) || length(x) == 0 || is.na(x[1])) "" else as.character(x[1])
+  bots <- tolower(norm(include_bots))
+  if (!(bots %in% c("true", "false"))) {
+    stop(sprintf("include_bots must be true or false (got %s)", norm(include_bots)))
+  }
   list(
     date_from = format(date_from, "%Y-%m-%d"), date_to = format(date_to, "%Y-%m-%d"),
-    timezone = timezone, category = norm(category), brand = norm(brand), event_name = norm(event_name)
+    timezone = timezone, category = norm(category), brand = norm(brand), event_name = norm(event_name),
+    include_bots = bots
   )
 }
 

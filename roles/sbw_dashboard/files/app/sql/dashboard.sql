@@ -5,7 +5,9 @@
 -- The figures come from the rollups of migration V005 (dash_cells / dash_product_cells: daily
 -- cells for the whole UTC days of the period, hourly cells for its ends), never from a scan of
 -- clickstream_events: sums are exact; distinct counts (sessions, users, visitors) are exact up to
--- 8,192 per figure and HyperLogLog estimates (~1.6 %) above. In the cells, category/brand NULL
+-- 8,192 per figure and HyperLogLog estimates (~1.6 %) above. Sessions are (client_id, session_id);
+-- users follow the identity stitching of V022 (a session with a login is its user's, guest events
+-- included; a session without one is its client's); bots are out unless include_bots is 'true'. In the cells, category/brand NULL
 -- means "all" and '' means "no product"; the filters are written so that, with the values bound,
 -- they fold to `category IS NULL` / `category = 'x'` and use the rollups' filter index.
 --
@@ -16,10 +18,11 @@
 --   timezone            IANA name the days and hours are counted in (e.g. UTC, Asia/Singapore)
 --   category, brand     product category / brand; '' = all
 --   event_name          event name; '' = all
+--   include_bots        'true' / 'false': whether events flagged is_bot count (V022; default 'false')
 -- Unit of a purchase: one purchase event = one unit at the discount price when there is one, else price.
 
 -- name: kpis
--- params: date_from date_to timezone category brand event_name
+-- params: date_from date_to timezone category brand event_name include_bots
 -- estimated: true when a distinct count is above the exact range of the sketches.
 SELECT k.*,
        round(k.purchase_sessions::numeric / nullif(k.sessions, 0), 4) AS conversion_rate,
@@ -40,10 +43,11 @@ FROM (
     WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
       AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
       AND ($6::text = '' OR c.event_name = $6::text)
+      AND ($7::boolean OR NOT c.is_bot)
 ) AS k;
 
 -- name: events_over_time
--- params: date_from date_to timezone category brand event_name granularity
+-- params: date_from date_to timezone category brand event_name granularity include_bots
 -- Hourly cells only: a local hour or day is a whole number of UTC hours.
 SELECT to_char(date_trunc($7::text, c.bucket AT TIME ZONE $3::text), 'YYYY-MM-DD"T"HH24:MI') AS bucket,
        c.event_name,
@@ -54,11 +58,12 @@ WHERE c.bucket >= ($1::date)::timestamp AT TIME ZONE $3::text
   AND (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
   AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
   AND ($6::text = '' OR c.event_name = $6::text)
+  AND ($8::boolean OR NOT c.is_bot)
 GROUP BY 1, 2
 ORDER BY 1, 2;
 
 -- name: funnel
--- params: date_from date_to timezone category brand
+-- params: date_from date_to timezone category brand include_bots
 -- Sessions per step: a session counts at a step when it has an event of that step in the period
 -- (for the chosen category/brand) after having reached the previous step in time order (any
 -- product, any time): product_view -> add_to_cart -> begin_checkout -> purchase. The event-name
@@ -72,6 +77,7 @@ WITH c AS (
     WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
       AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
       AND c.event_name IN ('product_view', 'add_to_cart', 'begin_checkout', 'purchase')
+      AND ($6::boolean OR NOT c.is_bot)
 )
 SELECT v.step, v.step_name, v.sessions,
        round(v.sessions::numeric / nullif(v.previous, 0), 4) AS rate_from_previous,
@@ -86,7 +92,7 @@ CROSS JOIN LATERAL (VALUES
 ORDER BY v.step;
 
 -- name: top_products
--- params: date_from date_to timezone category brand event_name order_by row_limit
+-- params: date_from date_to timezone category brand event_name order_by row_limit include_bots
 -- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
     SELECT p.product_id AS product_id,
@@ -100,6 +106,7 @@ SELECT * FROM (
     FROM dash_product_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
     WHERE ($4::text = '' OR p.category = $4::text)
       AND ($5::text = '' OR p.brand = $5::text)
+      AND ($9::boolean OR NOT p.is_bot)
     GROUP BY p.product_id
     HAVING sum(CASE $6::text
                    WHEN '' THEN p.events
@@ -120,7 +127,7 @@ ORDER BY CASE $7::text
 LIMIT $8::integer;
 
 -- name: top_categories
--- params: date_from date_to timezone category brand event_name order_by row_limit
+-- params: date_from date_to timezone category brand event_name order_by row_limit include_bots
 -- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
     SELECT p.category AS category,
@@ -140,6 +147,7 @@ SELECT * FROM (
     WHERE ($4::text = '' OR p.category = $4::text)
       AND ($5::text = '' OR p.brand = $5::text)
       AND p.category <> ''
+      AND ($9::boolean OR NOT p.is_bot)
     GROUP BY p.category
     HAVING sum(CASE $6::text
                    WHEN '' THEN p.events
@@ -160,7 +168,7 @@ ORDER BY CASE $7::text
 LIMIT $8::integer;
 
 -- name: top_brands
--- params: date_from date_to timezone category brand event_name order_by row_limit
+-- params: date_from date_to timezone category brand event_name order_by row_limit include_bots
 -- With an event-name filter, only that event's metric counts and only items that have it are listed.
 SELECT * FROM (
     SELECT p.brand AS brand,
@@ -180,6 +188,7 @@ SELECT * FROM (
     WHERE ($4::text = '' OR p.category = $4::text)
       AND ($5::text = '' OR p.brand = $5::text)
       AND p.brand <> ''
+      AND ($9::boolean OR NOT p.is_bot)
     GROUP BY p.brand
     HAVING sum(CASE $6::text
                    WHEN '' THEN p.events
@@ -200,7 +209,7 @@ ORDER BY CASE $7::text
 LIMIT $8::integer;
 
 -- name: identity
--- params: date_from date_to timezone category brand event_name
+-- params: date_from date_to timezone category brand event_name include_bots
 SELECT coalesce(nullif(c.login_state, ''), 'unknown') AS login_state,
        coalesce(nullif(c.identity_source, ''), 'unknown') AS identity_source,
        sum(c.events)::bigint AS events,
@@ -210,11 +219,12 @@ FROM dash_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::tim
 WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
   AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
   AND ($6::text = '' OR c.event_name = $6::text)
+  AND ($7::boolean OR NOT c.is_bot)
 GROUP BY 1, 2
 ORDER BY events DESC, 1, 2;
 
 -- name: new_vs_returning
--- params: date_from date_to timezone category brand event_name
+-- params: date_from date_to timezone category brand event_name include_bots
 -- A visitor (client) is new when any of its events in the period is flagged is_first_visit.
 SELECT v.visitor_type, v.visitors
 FROM (
@@ -224,6 +234,7 @@ FROM (
     WHERE (($4::text = '' AND c.category IS NULL) OR c.category = nullif($4::text, ''))
       AND (($5::text = '' AND c.brand IS NULL) OR c.brand = nullif($5::text, ''))
       AND ($6::text = '' OR c.event_name = $6::text)
+      AND ($7::boolean OR NOT c.is_bot)
 ) AS t
 CROSS JOIN LATERAL (VALUES
     ('new', t.new_visitors),

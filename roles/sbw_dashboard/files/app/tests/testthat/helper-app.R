@@ -18,4 +18,7 @@ test_env <- function(name) {
 
 reader_db <- function() sbw_db(read_db_config(test_env("SBW_DASHBOARD_DB_CONFIG")))
 expected_cases <- function() fromJSON(test_env("SBW_TEST_EXPECTED"), simplifyVector = FALSE)$cases
-as_filters <- function(f) sbw_filters(f$date_from, f$date_to, f$timezone, f$category, f$brand, f$event_name)
+as_filters <- function(f) {
+  sbw_filters(f$date_from, f$date_to, f$timezone, f$category, f$brand, f$event_name,
+              if (is.null(f$include_bots)) "false" else f$include_bots)
+}
