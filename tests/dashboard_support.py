@@ -707,3 +707,29 @@ def run_dashboard_rows(db: Any, name: str, values: dict[str, str]) -> list[dict[
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()
+
+
+def expected_dimension_case(events: list[dict], f: Filters, include_bots: bool) -> dict[str, Any]:
+    """Everything tests/testthat/test-dimensions.R checks for one filter combination (JSON-able)."""
+    return {
+        "filters": {**f.as_r(), "include_bots": "true" if include_bots else "false"},
+        "dimensions": {
+            d: [{"value": k, **v} for k, v in dimension_sessions(events, f, d, include_bots).items()]
+            for d in DIMENSIONS
+        },
+        "campaigns": [
+            {"utm_source": k[0], "utm_medium": k[1], "utm_campaign": k[2], **v}
+            for k, v in dimension_sessions(events, f, "campaign", include_bots).items()
+        ],
+        "pages": [{"page_path": k, **v} for k, v in top_pages(events, f, include_bots).items()],
+        "pages_summary": pages_summary(events, f, include_bots),
+        "cohorts": [
+            {"cohort_week": c, "week_n": n, "visitors": v}
+            for (c, n), v in sorted(retention_cohorts(events, f, include_bots).items())
+        ],
+        "active_users": active_users(events, f, include_bots),
+        "daily_visitors": {
+            d.isoformat(): len(v)
+            for d, v in daily_visitors(events, f.date_from, f.date_to, include_bots).items()
+        },
+    }
