@@ -278,7 +278,8 @@ dimension_server <- function(input, output, db, filters, kpis, series, need_resu
     force(id)
     shiny::renderText({
       cmp <- comparison()
-      paste(fmt_change(cmp$change[cmp$kpi == id]), "vs previous period")
+      chg <- cmp$change[cmp$kpi == id]
+      if (is.na(chg)) "none in the previous period" else paste(fmt_change(chg), "vs previous period")
     })
   }
   for (id in names(SBW_KPIS)) {
