@@ -32,6 +32,7 @@ SNAPSHOT = {
 
 
 def _load(db: PgDatabase, events: list[dict], batches: int = 1) -> None:
+    db.query("UPDATE dash_dim_state SET hourly_days = 40")  # FILTERS reach 34 days back: keep their hours
     conn = db.connect()
     try:
         ds.load_dimension_events(conn, events, batches)

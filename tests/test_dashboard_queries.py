@@ -56,7 +56,10 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
     dim_events = ds.make_dimension_events(DIM_ANCHOR)  # a year earlier: the KPI cases never see them
     conn = dw_db.connect()
     try:
-        # first, so that their dimension refresh folds them alone (load_events refreshes V005 only)
+        # first, so that their dimension refresh folds them alone (load_events refreshes V005 only);
+        # the cases reach 30 days back in New York time: keep the hourly cells of that window
+        with conn.cursor() as cur:
+            cur.execute("UPDATE dash_dim_state SET hourly_days = 40")
         ds.load_dimension_events(conn, sorted(dim_events, key=lambda e: e["event_timestamp"]), batches=2)
         ds.load_events(conn, events)
         with conn.cursor() as cur:

@@ -30,9 +30,10 @@
 --    active week, active week), kept exact under late arrival the same way (a visitor whose first
 --    week moves earlier leaves its old cohort).
 --
--- Size: hourly cells (session and page) are kept only for hourly_days (default 35) before the
--- newest event (an older period is read from daily cells, its ends rounded to whole UTC days, and
--- flagged as estimated); the session state holds only the last few days of sessions; visitor-weeks
+-- Size: hourly cells (session and page) are kept only for hourly_days (default 16: a 7-day period
+-- and the 7 days the Comparison tab reads before it, in any timezone) before the newest event; an
+-- older period is read from daily cells, its ends rounded to the nearest UTC midnight, and flagged
+-- as estimated (exact in UTC, whose days are whole UTC days); the session state holds only the last few days of sessions; visitor-weeks
 -- hold one 8-byte hash per visitor and active week.
 
 CREATE TABLE public.dash_dim_hourly (
@@ -108,7 +109,7 @@ CREATE TABLE public.dash_dim_sessions (
 -- One row: the knobs and where the refresh stands.
 CREATE TABLE public.dash_dim_state (
     id boolean PRIMARY KEY DEFAULT true CHECK (id),
-    hourly_days integer NOT NULL DEFAULT 35 CHECK (hourly_days >= 2),
+    hourly_days integer NOT NULL DEFAULT 16 CHECK (hourly_days >= 2),
     session_state_days integer NOT NULL DEFAULT 3 CHECK (session_state_days >= 1),
     newest_event timestamptz,        -- the newest event_timestamp folded in
     hourly_from timestamptz NOT NULL DEFAULT '-infinity'  -- hourly cells exist from here on

@@ -329,10 +329,10 @@ LIMIT $5::integer;
 -- params: date_from date_to timezone include_bots order_by row_limit
 -- views: page_view events in the period; sessions: sessions that viewed the page (sketch);
 -- entries / exits: sessions starting in the period whose first / last page_view was the page.
--- order_by: views, sessions, entries or exits.
+-- order_by: views, sessions, entries or exits. The sketches (the costly part) are merged only for
+-- the pages listed, except when ranking by sessions.
 WITH v AS (
-    SELECT p.page_path, sum(p.views)::bigint AS views,
-           round(hll_cardinality(hll_union_agg(p.sessions)))::bigint AS sessions
+    SELECT p.page_path, sum(p.views)::bigint AS views
     FROM dash_page_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
     WHERE ($4::text = 'true' OR NOT p.is_bot)
     GROUP BY p.page_path
@@ -343,19 +343,29 @@ WITH v AS (
     FROM dash_dim_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
     WHERE c.dimension IN ('entry_page', 'exit_page') AND ($4::text = 'true' OR NOT c.is_bot)
     GROUP BY c.value
-)
-SELECT t.*, b.rounded OR t.sessions > 8192 AS estimated
-FROM (
+), candidates AS (
     SELECT coalesce(v.page_path, ee.page_path) AS page_path,
-           coalesce(v.views, 0) AS views, coalesce(v.sessions, 0) AS sessions,
-           coalesce(ee.entries, 0) AS entries, coalesce(ee.exits, 0) AS exits
+           coalesce(v.views, 0) AS views, coalesce(ee.entries, 0) AS entries, coalesce(ee.exits, 0) AS exits
     FROM v FULL JOIN ee ON ee.page_path = v.page_path
-) AS t
+    WHERE coalesce(v.views, 0) + coalesce(ee.entries, 0) + coalesce(ee.exits, 0) > 0
+    ORDER BY CASE $5::text WHEN 'entries' THEN coalesce(ee.entries, 0) WHEN 'exits' THEN coalesce(ee.exits, 0)
+                           ELSE coalesce(v.views, 0) END DESC,
+             1
+    LIMIT CASE WHEN $5::text = 'sessions' THEN NULL ELSE $6::integer END
+), s AS (
+    SELECT p.page_path, round(hll_cardinality(hll_union_agg(p.sessions)))::bigint AS sessions
+    FROM dash_page_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = 'true' OR NOT p.is_bot) AND p.page_path IN (SELECT page_path FROM candidates)
+    GROUP BY p.page_path
+)
+SELECT c.page_path, c.views, coalesce(s.sessions, 0) AS sessions, c.entries, c.exits,
+       b.rounded OR coalesce(s.sessions, 0) > 8192 AS estimated
+FROM candidates AS c
+LEFT JOIN s ON s.page_path = c.page_path
 CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b
-WHERE t.views + t.entries + t.exits > 0
-ORDER BY CASE $5::text WHEN 'sessions' THEN t.sessions WHEN 'entries' THEN t.entries
-                       WHEN 'exits' THEN t.exits ELSE t.views END DESC,
-         t.page_path
+ORDER BY CASE $5::text WHEN 'sessions' THEN coalesce(s.sessions, 0) WHEN 'entries' THEN c.entries
+                       WHEN 'exits' THEN c.exits ELSE c.views END DESC,
+         c.page_path
 LIMIT $6::integer;
 
 -- name: pages_summary
