@@ -16,11 +16,13 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
+from sbw_ops import platform_observe as observe
 from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
 
 from tests import dashboard_support as ds
@@ -422,6 +424,15 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
         }
         _no_r_errors(page, log)
         assert errors == []
+        # The demo's reader (sbw_ops.platform_observe) with the toggle: the KPI query with bots.
+        url = f"http://127.0.0.1:{port}/"
+        with_bots = ds.run_dashboard_query(dw_db, "kpis", {**f.as_r(), "include_bots": "true"})
+        with ThreadPoolExecutor(1) as pool:  # its own Playwright: not in this thread's running one
+            assert (
+                pool.submit(observe.dashboard_kpis, url, None, 120_000, True).result()["events"]
+                == (with_bots["events"])
+            )
+            assert pool.submit(observe.dashboard_kpis, url).result()["events"] == cur_k["events"]
     finally:
         app.kill()
         app.wait()
