@@ -70,15 +70,39 @@ ENRICHMENT_PROPERTIES: dict[str, Any] = {
     },
     # Contract v1.1: derived by ingest from the request (enrich_useragent, enrich_traffic), never
     # trusted from the client (ingest drops a client's value for these before validation).
-    "ua_browser": {"description": "Browser family from the User-Agent header.", "type": ["string", "null"], "maxLength": 64},
-    "ua_browser_version": {"description": "Browser major version.", "type": ["string", "null"], "maxLength": 16},
-    "ua_os": {"description": "Operating system family from the User-Agent header.", "type": ["string", "null"], "maxLength": 64},
-    "ua_os_version": {"description": "Operating system major version.", "type": ["string", "null"], "maxLength": 16},
+    "ua_browser": {
+        "description": "Browser family from the User-Agent header.",
+        "type": ["string", "null"],
+        "maxLength": 64,
+    },
+    "ua_browser_version": {
+        "description": "Browser major version.",
+        "type": ["string", "null"],
+        "maxLength": 16,
+    },
+    "ua_os": {
+        "description": "Operating system family from the User-Agent header.",
+        "type": ["string", "null"],
+        "maxLength": 64,
+    },
+    "ua_os_version": {
+        "description": "Operating system major version.",
+        "type": ["string", "null"],
+        "maxLength": 16,
+    },
     "device_class": {"type": ["string", "null"], "enum": [*DEVICE_CLASSES, None]},
-    "is_bot": {"description": "The User-Agent is a crawler or bot (kept, excluded from the dashboard by default).", "type": "boolean"},
-    "referrer_host": {"description": "Lower-case host of page_referrer.", "type": ["string", "null"], "maxLength": 255},
+    "is_bot": {
+        "description": "The User-Agent is a crawler or bot (kept, excluded from the dashboard by default).",
+        "type": "boolean",
+    },
+    "referrer_host": {
+        "description": "Lower-case host of page_referrer.",
+        "type": ["string", "null"],
+        "maxLength": 255,
+    },
     "traffic_source": {
-        "description": "Where the visit came from: utm_source, the referrer's known name (google, facebook), the referrer host, (direct) or (internal).",
+        "description": "Where the visit came from: utm_source, the referrer's known name (google, "
+        "facebook), the referrer host, (direct) or (internal).",
         "type": ["string", "null"],
         "maxLength": 256,
     },
