@@ -149,6 +149,7 @@ DIMENSIONS = (
     "channel_group",
     "traffic_source",
     "referrer_host",
+    "campaign",
     "browser",
     "os",
     "device_class",

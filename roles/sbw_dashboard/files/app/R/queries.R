@@ -116,10 +116,7 @@ query_funnel <- function(db, filters) {
 query_top <- function(db, filters, dimension = c("products", "categories", "brands"), order_by = "views", limit = 10) {
   dimension <- match.arg(dimension)
   order_by <- match.arg(order_by, SBW_ORDER_METRICS)
-  limit <- as.integer(limit)
-  if (is.na(limit) || limit < 1 || limit > 1000) {
-    stop("limit must be between 1 and 1000")
-  }
+  limit <- check_limit(limit)
   df <- sbw_run(db, paste0("top_", dimension), c(filters, list(order_by = order_by, row_limit = limit)))
   num_cols(df, c("products", "views", "add_to_carts", "purchases", "revenue"))
 }
@@ -166,9 +163,14 @@ query_dimension <- function(db, filters, dimension, limit = 20) {
   num_cols(df, c("sessions", "share", "conversions", "conversion_rate", "revenue"))
 }
 
+# The campaign cells of dimension_sessions, their value split into utm source / medium / campaign.
 query_campaigns <- function(db, filters, limit = 20) {
-  df <- sbw_run(db, "campaigns", c(filters, list(row_limit = check_limit(limit))))
-  num_cols(df, c("sessions", "conversions", "conversion_rate", "revenue"))
+  df <- sbw_run(db, "dimension_sessions", c(filters, list(dimension = "campaign", row_limit = check_limit(limit))))
+  df <- num_cols(df, c("sessions", "share", "conversions", "conversion_rate", "revenue"))
+  parts <- strsplit(df$value, "\x1f", fixed = TRUE)
+  part <- function(i) vapply(parts, function(p) if (length(p) >= i) p[i] else "", "")
+  cbind(data.frame(utm_source = part(1), utm_medium = part(2), utm_campaign = part(3), stringsAsFactors = FALSE),
+        df[, setdiff(names(df), "value"), drop = FALSE])
 }
 
 query_top_pages <- function(db, filters, order_by = "views", limit = 20) {

@@ -284,7 +284,9 @@ LEFT JOIN LATERAL (
 
 -- name: dimension_sessions
 -- params: date_from date_to timezone include_bots dimension row_limit
--- dimension: channel_group, traffic_source, referrer_host, browser, os, device_class, entry_page, exit_page.
+-- dimension: channel_group, traffic_source, referrer_host, campaign, browser, os, device_class,
+-- entry_page, exit_page. campaign: sessions whose first event carried a utm_source, utm_medium or
+-- utm_campaign; value = source || E'\x1f' || medium || E'\x1f' || campaign ('(not set)' for a missing one).
 SELECT t.value, t.sessions,
        round(t.sessions::numeric / nullif(sum(t.sessions) OVER (), 0), 4) AS share,
        t.conversions,
@@ -302,28 +304,6 @@ FROM (
 CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b
 ORDER BY t.sessions DESC, t.value
 LIMIT $6::integer;
-
--- name: campaigns
--- params: date_from date_to timezone include_bots row_limit
--- Sessions whose first event carried a utm_source, utm_medium or utm_campaign.
-SELECT split_part(t.value, E'\x1f', 1) AS utm_source,
-       split_part(t.value, E'\x1f', 2) AS utm_medium,
-       split_part(t.value, E'\x1f', 3) AS utm_campaign,
-       t.sessions, t.conversions,
-       round(t.conversions::numeric / nullif(t.sessions, 0), 4) AS conversion_rate,
-       t.revenue,
-       b.rounded AS estimated
-FROM (
-    SELECT c.value, sum(c.sessions)::bigint AS sessions, sum(c.conversions)::bigint AS conversions,
-           sum(c.revenue) AS revenue
-    FROM dash_dim_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
-    WHERE c.dimension = 'campaign' AND ($4::text = 'true' OR NOT c.is_bot)
-    GROUP BY c.value
-    HAVING sum(c.sessions) > 0
-) AS t
-CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b
-ORDER BY t.sessions DESC, t.value
-LIMIT $5::integer;
 
 -- name: top_pages
 -- params: date_from date_to timezone include_bots order_by row_limit
