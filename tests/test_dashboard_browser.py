@@ -267,6 +267,8 @@ def _open_tab(page: Page, tab: str) -> None:
     page.click(f"a[data-value='{tab}']")
     first = TAB_TABLES.get(tab, [None])[0]
     ready = f" && document.querySelector('#{first} table') !== null" if first else ""
+    if tab == "Export":  # a download link gets its URL once Shiny shows it
+        ready = " && (document.getElementById('dl_kpis').getAttribute('href') || '').includes('session/')"
     page.wait_for_function(SHINY_IDLE_JS + ready, timeout=60_000)
 
 
