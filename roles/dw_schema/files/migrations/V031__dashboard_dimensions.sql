@@ -45,9 +45,9 @@ CREATE TABLE public.dash_dim_hourly (
     sessions bigint NOT NULL,
     conversions bigint NOT NULL,
     revenue numeric(16, 2) NOT NULL,
-    PRIMARY KEY (bucket, is_bot, dimension, value)
+    -- dimension first: every dashboard query reads one dimension (or two) over a period
+    PRIMARY KEY (dimension, bucket, is_bot, value)
 );
-CREATE INDEX dash_dim_hourly_dimension_idx ON public.dash_dim_hourly (dimension, bucket);
 CREATE TABLE public.dash_dim_daily (LIKE public.dash_dim_hourly INCLUDING ALL);
 
 CREATE TABLE public.dash_page_hourly (
@@ -300,7 +300,7 @@ BEGIN
             GROUP BY 1, 2, 3, 4
             HAVING sum(c.sign) <> 0 OR sum(c.sign * (c.purchases > 0)::int) <> 0 OR sum(c.sign * c.revenue) <> 0
             ORDER BY 1, 2, 3, 4
-            ON CONFLICT (bucket, is_bot, dimension, value) DO UPDATE SET
+            ON CONFLICT (dimension, bucket, is_bot, value) DO UPDATE SET
                 sessions = d.sessions + EXCLUDED.sessions,
                 conversions = d.conversions + EXCLUDED.conversions,
                 revenue = d.revenue + EXCLUDED.revenue
