@@ -74,6 +74,29 @@ def _rows(n: int, start_id: int, now: float, rnd: random.Random) -> io.StringIO:
         + f"\t/p/{p}"
         for p in range(2000)
     ]
+    # V030 context: (referrer_host, traffic_source, channel_group, utm_source, utm_medium, utm_campaign)
+    # of the landing, later events internal; (browser, os, device_class, is_bot); 300 page paths.
+    landings = [
+        "www.google.com\tgoogle\tOrganic Search\t\\N\t\\N\t\\N",
+        "www.google.com\tgoogle\tPaid Search\tgoogle\tcpc\tspring",
+        "www.facebook.com\tfacebook\tOrganic Social\t\\N\t\\N\t\\N",
+        "\\N\tnewsletter\tEmail\tnewsletter\temail\tweekly",
+        "\\N\t(direct)\tDirect\t\\N\t\\N\t\\N",
+        *[f"blog{i}.example.org\tblog{i}.example.org\tReferral\t\\N\t\\N\t\\N" for i in range(20)],
+        *[f"\\N\tpartner{i}\tCampaign\tpartner{i}\taffiliate\tcampaign{i}" for i in range(20)],
+    ]
+    internal = "\\N\t(internal)\tInternal\t\\N\t\\N\t\\N"
+    agents = [
+        "Chrome\tWindows\tdesktop\tf",
+        "Safari\tiOS\tmobile\tf",
+        "Chrome\tAndroid\tmobile\tf",
+        "Safari\tiPadOS\ttablet\tf",
+        "Firefox\tLinux\tdesktop\tf",
+        "Edge\tWindows\tdesktop\tf",
+        "Safari\tmacOS\tdesktop\tf",
+        "Googlebot\tOther\tbot\tt",
+    ]
+    paths = [f"/c/{p % 20}/{p}" for p in range(300)]
     days: dict[int, tuple[str, str]] = {}
     out = io.StringIO()
     written = 0
@@ -86,6 +109,8 @@ def _rows(n: int, start_id: int, now: float, rnd: random.Random) -> io.StringIO:
         who = f"u{client[1:]}\tlogged_in\tcognito" if logged else "\\N\tguest\tanonymous"
         t = int(now - rnd.random() * span)
         first = "t" if rnd.random() < 0.3 else "f"
+        landing = landings[rnd.randrange(len(landings))]
+        agent = agents[rnd.randrange(len(agents))]
         for step in range(min(rnd.randint(1, 8), n - written)):
             name = names[step] if step < 5 and rnd.random() < 0.8 else names[rnd.randrange(6)]
             day, sec = divmod(t, 86400)
@@ -98,7 +123,8 @@ def _rows(n: int, start_id: int, now: float, rnd: random.Random) -> io.StringIO:
             out.write(
                 f"00000000-0000-7000-8000-{eid:012x}\t{date_s} {clock}"
                 f"\t{name}\t{who}\t{client}\t{session}\t{first if step == 0 else 'f'}\t"
-                f"{products[rnd.randrange(2000)]}\t{key}{session}.json\n"
+                f"{products[rnd.randrange(2000)]}\t{key}{session}.json"
+                f"\t{paths[rnd.randrange(300)]}\t{landing if step == 0 else internal}\t{agent}\n"
             )
             t += rnd.randint(5, 120)
             written += 1
@@ -108,6 +134,28 @@ def _rows(n: int, start_id: int, now: float, rnd: random.Random) -> io.StringIO:
 
 INDEX_NAME = re.compile(r"CREATE INDEX (\w+)", re.I)
 ROLLUP_TABLES = ("dash_hourly", "dash_daily", "dash_product_hourly", "dash_product_daily")
+DIMENSION_TABLES = (
+    "dash_dim_hourly",
+    "dash_dim_daily",
+    "dash_page_hourly",
+    "dash_page_daily",
+    "dash_visitor_daily",
+    "dash_visitor_weeks",
+    "dash_retention",
+    "dash_dim_sessions",
+)
+# dimension_sessions is timed once per dimension a tab shows (V031).
+DIMENSIONS = (
+    "channel_group",
+    "traffic_source",
+    "referrer_host",
+    "campaign",
+    "browser",
+    "os",
+    "device_class",
+    "entry_page",
+    "exit_page",
+)
 
 
 def load(conn: Any, n: int) -> tuple[float, float]:
@@ -123,7 +171,8 @@ def load(conn: Any, n: int) -> tuple[float, float]:
         "event_id, event_timestamp, event_name, user_id, user_login_state, identity_source, client_id, "
         "session_id, is_first_visit, context_product_id, context_product_name, context_product_category, "
         "context_product_brand, context_product_price, context_product_discount_price, "
-        "context_product_url_path, source_key"
+        "context_product_url_path, source_key, page_path, referrer_host, traffic_source, channel_group, "
+        "utm_source, utm_medium, utm_campaign, ua_browser, ua_os, device_class, is_bot"
     )
     index_sql = INDEX_FILE.read_text(encoding="utf-8")
     started = time.perf_counter()
@@ -132,6 +181,7 @@ def load(conn: Any, n: int) -> tuple[float, float]:
         for name in INDEX_NAME.findall(index_sql):
             cur.execute(f"DROP INDEX IF EXISTS {name}")
         cur.execute("ALTER TABLE clickstream_events DISABLE TRIGGER dash_rollup")
+        cur.execute("ALTER TABLE clickstream_events DISABLE TRIGGER dash_dim_enqueue")
         conn.commit()
         while done < n:
             size = min(CHUNK, n - done)
@@ -147,10 +197,53 @@ def load(conn: Any, n: int) -> tuple[float, float]:
         cur.execute("ALTER TABLE clickstream_events ENABLE TRIGGER dash_rollup")
         conn.commit()
         rebuild = time.perf_counter() - rebuild_started
+        dim_started = time.perf_counter()
+        cur.execute("SELECT dash_dimension_rebuild()")
+        cur.execute("ALTER TABLE clickstream_events ENABLE TRIGGER dash_dim_enqueue")
+        conn.commit()
+        dim_rebuild = time.perf_counter() - dim_started
         conn.autocommit = True
-        for table in ("clickstream_events", *ROLLUP_TABLES):
+        for table in ("clickstream_events", *ROLLUP_TABLES, *DIMENSION_TABLES):
             cur.execute(f"VACUUM ANALYZE {table}")
-    return rate, rebuild
+    return rate, rebuild, dim_rebuild
+
+
+def rollup_sizes(conn: Any, n: int) -> None:
+    """Each rollup's size (table + indexes + TOAST) per million events, and the events' own."""
+    per_million = max(n, 1) / 1e6
+    print(f"dashboard: rollup size per million events ({n:,} events loaded)")
+    with conn.cursor() as cur:
+        total = {"V005": 0, "V031": 0}
+        for table in ("clickstream_events", *ROLLUP_TABLES, *DIMENSION_TABLES):
+            cur.execute(
+                "SELECT pg_total_relation_size(%s::regclass), (SELECT count(*) FROM " + table + ")", (table,)
+            )
+            size, rows = cur.fetchone()
+            if table == "clickstream_events":
+                size = total_events_size(cur)  # a partitioned table's own size is 0: sum its partitions
+            if table in ROLLUP_TABLES:
+                total["V005"] += size
+            elif table in DIMENSION_TABLES:
+                total["V031"] += size
+            print(
+                f"   {table:<20} {size / per_million / 2**20:10.1f} MiB/M events  "
+                f"{rows / per_million:12,.0f} rows/M events"
+            )
+        events_size = total_events_size(cur)
+        for name, size in total.items():
+            print(
+                f"   rollups {name:<12} {size / per_million / 2**20:10.1f} MiB/M events "
+                f"= {size / events_size:.3f} x the events table"
+            )
+
+
+def total_events_size(cur: Any) -> int:
+    """The events' size: all partitions of clickstream_events with their indexes."""
+    cur.execute(
+        "SELECT pg_total_relation_size(inhrelid) FROM pg_inherits "
+        "WHERE inhparent = 'clickstream_events'::regclass"
+    )
+    return sum(r[0] for r in cur.fetchall()) or 1
 
 
 def _time(cur: Any, sql: str, values: list[str], reps: int) -> list[float]:
@@ -182,7 +275,19 @@ def _args(days: int) -> dict[str, str]:
         "order_by": "views",
         "row_limit": "10",
         "include_bots": "false",
+        "dimension": "channel_group",
     }
+
+
+def timed_queries() -> list[tuple[str, tuple[str, list[str]], dict[str, str]]]:
+    """(label, query, extra arguments): every block once, dimension_sessions once per dimension."""
+    out = []
+    for name, query in load_queries().items():
+        if name == "dimension_sessions":
+            out.extend((f"{name}[{d}]", query, {"dimension": d}) for d in DIMENSIONS)
+        else:
+            out.append((name, query, {}))
+    return out
 
 
 def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, float, float]]:
@@ -200,9 +305,10 @@ def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, 
         base = _time(cur, baseline_sql, baseline_args, reps)
         b50, b95 = _p(base, 0.5), _p(base, 0.95)
         results.append(("count(*) baseline", b50 * 1e3, b95 * 1e3, 1.0, 1.0))
-        for name, query in load_queries().items():
+        for name, query, extra in timed_queries():
             sql, names = to_psycopg(query)
-            samples = _time(cur, sql, [args[n] for n in names], reps)
+            values = {**args, **extra}
+            samples = _time(cur, sql, [values[n] for n in names], reps)
             p50, p95 = _p(samples, 0.5), _p(samples, 0.95)
             results.append((name, p50 * 1e3, p95 * 1e3, p50 / b50, p95 / b95))
     return results
@@ -211,9 +317,10 @@ def measure(reader: Any, days: int, reps: int) -> list[tuple[str, float, float, 
 def _round_of_queries(cur: Any, args: dict[str, str]) -> list[float]:
     """One run of every query of the app (seconds each)."""
     samples = []
-    for query in load_queries().values():
+    for _, query, extra in timed_queries():
         sql, names = to_psycopg(query)
-        samples.extend(_time(cur, sql, [args[n] for n in names], 1))
+        values = {**args, **extra}
+        samples.extend(_time(cur, sql, [values[n] for n in names], 1))
     return samples
 
 
@@ -279,13 +386,18 @@ def main() -> None:
         name = server.create_database(template=create_warehouse_template(server), prefix="benchdash")
         conn = psycopg2.connect(server.dsn(name))
         try:
-            rate, rebuild = load(conn, EVENTS)
+            rate, rebuild, dim_rebuild = load(conn, EVENTS)
+            rollup_sizes(conn, EVENTS)
         finally:
             conn.close()
         print(f"dashboard: loaded {EVENTS:,} synthetic events with COPY at {rate:,.0f} rows/s")
         print(
             f"dashboard: rollups (V005) rebuilt in {rebuild:.1f} s, "
             f"{rebuild / (EVENTS / rate):.2f}x the COPY load's time"
+        )
+        print(
+            f"dashboard: dimension rollups (V031) rebuilt in {dim_rebuild:.1f} s, "
+            f"{dim_rebuild / (EVENTS / rate):.2f}x the COPY load's time"
         )
         dash = server.users["sbw_dashboard"]
         reader = psycopg2.connect(server.dsn(name, dash.user, dash.password))
@@ -296,10 +408,10 @@ def main() -> None:
                     f"dashboard: {days}-day window, {reps} runs each "
                     "(ratio = time / count(*) over the same window)"
                 )
-                print(f"   {'query':<20} {'p50 ms':>9} {'p95 ms':>9} {'p50 ratio':>10} {'p95 ratio':>10}")
+                print(f"   {'query':<32} {'p50 ms':>9} {'p95 ms':>9} {'p50 ratio':>10} {'p95 ratio':>10}")
                 for query, p50, p95, r50, r95 in measure(reader, days, reps):
                     goal = "" if query.startswith("count") else ("  ok" if p95 < 300 else "  > 300 ms goal")
-                    print(f"   {query:<20} {p50:9.1f} {p95:9.1f} {r50:10.2f} {r95:10.2f}{goal}", flush=True)
+                    print(f"   {query:<32} {p50:9.1f} {p95:9.1f} {r50:10.2f} {r95:10.2f}{goal}", flush=True)
             during_rebuild(server.dsn(name), reader)
         finally:
             reader.close()

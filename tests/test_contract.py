@@ -29,6 +29,23 @@ SEED_COLUMNS = [
     "context_product_discount_price",
     "context_product_url_path",
 ]
+# Contract v1.1 (additive): page, campaign and client context.
+V1_1_COLUMNS = [
+    "page_url",
+    "page_path",
+    "page_title",
+    "page_referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "click_id_type",
+    "screen",
+    "viewport",
+    "locale",
+    "client_timezone",
+]
 
 VALID = {
     "event_id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
@@ -51,7 +68,7 @@ VALID = {
 
 
 def test_fields_are_the_warehouse_columns() -> None:
-    assert list(contract.EVENT_FIELDS) == SEED_COLUMNS
+    assert list(contract.EVENT_FIELDS) == SEED_COLUMNS + V1_1_COLUMNS
     assert set(contract.REQUIRED_FIELDS) == {"event_timestamp", "event_name", "client_id", "session_id"}
     assert contract.ENRICHMENT_FIELDS == (
         "received_at",
@@ -59,6 +76,15 @@ def test_fields_are_the_warehouse_columns() -> None:
         "user_agent",
         "client_ip",
         "client_event_timestamp",
+        "ua_browser",
+        "ua_browser_version",
+        "ua_os",
+        "ua_os_version",
+        "device_class",
+        "is_bot",
+        "referrer_host",
+        "traffic_source",
+        "channel_group",
     )
     assert contract.EVENT_SCHEMA["additionalProperties"] is False
     assert contract.EVENT_SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"

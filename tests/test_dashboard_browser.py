@@ -10,16 +10,19 @@ a screenshot is kept in artifacts/. A second test covers "no data yet" and a los
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
+from sbw_ops import platform_observe as observe
 from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
 
 from tests import dashboard_support as ds
@@ -247,3 +250,191 @@ def test_dashboard_says_no_data_yet_and_database_unavailable(
         app.kill()
         app.wait()
     assert errors == []
+
+
+# ---------------------------------------------------------------- the dimension tabs (V031)
+
+TAB_TABLES = {
+    "Acquisition": ["acq_channels", "acq_sources", "acq_referrers", "acq_campaigns"],
+    "Pages": ["pages_top", "pages_entry", "pages_exit"],
+    "Technology": ["tech_browsers", "tech_os", "tech_devices"],
+    "Retention": ["ret_active", "ret_cohorts", "ret_daily"],
+    "Comparison": ["cmp_table"],
+}
+
+
+def _open_tab(page: Page, tab: str) -> None:
+    page.click(f"a[data-value='{tab}']")
+    first = TAB_TABLES.get(tab, [None])[0]
+    ready = f" && document.querySelector('#{first} table') !== null" if first else ""
+    if tab == "Export":  # a download link gets its URL once Shiny shows it
+        ready = " && (document.getElementById('dl_kpis').getAttribute('href') || '').includes('session/')"
+    page.wait_for_function(SHINY_IDLE_JS + ready, timeout=60_000)
+
+
+def _table(page: Page, output_id: str) -> list[list[str]]:
+    rows = page.locator(f"#{output_id} table tbody tr")
+    return [[c.strip() for c in rows.nth(i).locator("td").all_text_contents()] for i in range(rows.count())]
+
+
+def _sessions_by_value(rows: list[list[str]]) -> dict[str, int]:
+    return {r[0]: int(_number(r[1])) for r in rows}
+
+
+def test_dimension_tabs_show_the_sql_counts_compare_and_export(
+    pg_server, dw_db, tmp_path, browser_page
+) -> None:
+    """Every new tab against the oracle of the known data set, the comparison against the same
+    KPI query run for the previous period, a CSV download against its table, the bot toggle; one
+    screenshot per tab in artifacts/ (dashboard-<tab>.png)."""
+    page, errors = browser_page
+    now = datetime.now(UTC)
+    events = ds.make_dimension_events(now - timedelta(minutes=20), seed=41, sessions=220, weeks=5)
+    conn = dw_db.connect()
+    try:
+        ds.load_dimension_events(conn, sorted(events, key=lambda e: e["event_timestamp"]), batches=2)
+    finally:
+        conn.close()
+    dash = dw_db.dashboard
+    config = ds.write_db_config(
+        tmp_path / "db.dcf", dw_db.host, dw_db.port, dw_db.name, dash.user, dash.password
+    )
+    log = tmp_path / "shiny.log"
+    app, port = ds.start_shiny(config, log)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        _wait_ready(page)
+        date_from = date.fromisoformat(page.input_value("#date_from input"))
+        date_to = date.fromisoformat(page.input_value("#date_to input"))
+        f = ds.Filters(date_from, date_to, "UTC")
+        assert page.is_checked("#include_bots") is False
+
+        _open_tab(page, "Acquisition")
+        assert _sessions_by_value(_table(page, "acq_channels")) == {
+            k: v["sessions"] for k, v in ds.dimension_sessions(events, f, "channel_group").items()
+        }
+        referrers = ds.dimension_sessions(events, f, "referrer_host")
+        assert _sessions_by_value(_table(page, "acq_referrers")) == {
+            k: v["sessions"] for k, v in referrers.items()
+        }
+        campaigns = {
+            (r[0], r[1], r[2]): (int(_number(r[3])), round(_number(r[6]), 2))
+            for r in _table(page, "acq_campaigns")
+        }
+        assert campaigns == {
+            k: (v["sessions"], round(v["revenue"], 2))
+            for k, v in ds.dimension_sessions(events, f, "campaign").items()
+        }
+        page.screenshot(path=str(ARTIFACTS / "dashboard-acquisition.png"), full_page=True)
+
+        _open_tab(page, "Pages")
+        pages = ds.top_pages(events, f)
+        assert {r[0]: [int(_number(c)) for c in r[1:5]] for r in _table(page, "pages_top")} == {
+            k: [v["views"], v["sessions"], v["entries"], v["exits"]] for k, v in pages.items()
+        }
+        summary = ds.pages_summary(events, f)
+        assert _number(page.text_content("#pages_views") or "") == summary["page_views"]
+        assert _number(page.text_content("#pages_per_session") or "") == pytest.approx(
+            summary["views_per_session"]
+        )
+        page.screenshot(path=str(ARTIFACTS / "dashboard-pages.png"), full_page=True)
+
+        _open_tab(page, "Technology")
+        devices = ds.dimension_sessions(events, f, "device_class")
+        assert _sessions_by_value(_table(page, "tech_devices")) == {
+            k: v["sessions"] for k, v in devices.items()
+        }
+        assert "bot" not in devices  # excluded by default
+        browsers = ds.dimension_sessions(events, f, "browser")
+        assert _sessions_by_value(_table(page, "tech_browsers")) == {
+            k: v["sessions"] for k, v in browsers.items()
+        }
+        page.screenshot(path=str(ARTIFACTS / "dashboard-technology.png"), full_page=True)
+
+        _open_tab(page, "Retention")
+        active = ds.active_users(events, f)
+        row = _table(page, "ret_active")[0]
+        assert [_number(c) for c in row[:3]] == [
+            pytest.approx(active["dau"], abs=0.006),
+            active["wau"],
+            active["mau"],
+        ]
+        cohorts = ds.retention_cohorts(events, f)
+        sizes = {c: v for (c, n), v in cohorts.items() if n == 0}
+        assert {r[0]: int(_number(r[1])) for r in _table(page, "ret_cohorts")} == sizes
+        page.screenshot(path=str(ARTIFACTS / "dashboard-retention.png"), full_page=True)
+
+        # Comparison: each tile's change = the KPI query of this period against the previous one.
+        _open_tab(page, "Comparison")
+        days = (date_to - date_from).days + 1
+        prev = ds.Filters(date_from - timedelta(days=days), date_from - timedelta(days=1), "UTC")
+        values = {"include_bots": "false"}
+        cur_k = ds.run_dashboard_query(dw_db, "kpis", {**f.as_r(), **values})
+        prev_k = ds.run_dashboard_query(dw_db, "kpis", {**prev.as_r(), **values})
+        assert prev_k["events"] > 0 and cur_k["events"] != prev_k["events"]
+        for kpi in ("events", "sessions", "purchases"):
+            want = (float(cur_k[kpi]) - float(prev_k[kpi])) / float(prev_k[kpi]) * 100
+            assert _number(page.text_content(f"#kpi_delta_{kpi}") or "") == pytest.approx(want, abs=0.051)
+        cmp_rows = {r[0]: r for r in _table(page, "cmp_table")}
+        assert int(_number(cmp_rows["Events"][2])) == prev_k["events"]
+        assert f"compared with {prev.date_from} to {prev.date_to}" in (
+            page.text_content("#cmp_periods") or ""
+        )
+        page.wait_for_function(
+            SHINY_IDLE_JS + " && document.querySelector('#cmp_plot img') !== null", timeout=60_000
+        )
+        page.screenshot(path=str(ARTIFACTS / "dashboard-comparison.png"), full_page=True)
+
+        # Export: the channels CSV has the rows of the channels table, named by view and period.
+        _open_tab(page, "Export")
+        with page.expect_download() as info:
+            page.click("#dl_channels")
+        download = info.value
+        assert download.suggested_filename == f"sbw-channels-{date_from}_{date_to}.csv"
+        csv_path = tmp_path / download.suggested_filename
+        download.save_as(csv_path)
+        with csv_path.open(encoding="utf-8") as handle:
+            csv_rows = list(csv.DictReader(handle))
+        _open_tab(page, "Acquisition")
+        table = _table(page, "acq_channels")
+        assert [(r["value"], int(r["sessions"])) for r in csv_rows] == [
+            (r[0], int(_number(r[1]))) for r in table
+        ]
+        _open_tab(page, "Export")
+        with page.expect_download() as info:
+            page.click("#dl_kpis")
+        kpi_csv = tmp_path / "kpis.csv"
+        info.value.save_as(kpi_csv)
+        with kpi_csv.open(encoding="utf-8") as handle:
+            kpi_rows = {r["kpi"]: r for r in csv.DictReader(handle)}
+        assert float(kpi_rows["events"]["previous"]) == prev_k["events"]
+        page.screenshot(path=str(ARTIFACTS / "dashboard-export.png"), full_page=True)
+
+        # The bot toggle: bot sessions appear among the device classes.
+        _open_tab(page, "Technology")
+        before = page.text_content("#tech_devices") or ""
+        page.click("#include_bots")
+        page.wait_for_function(
+            "(b) => document.getElementById('tech_devices').textContent !== b", arg=before, timeout=60_000
+        )
+        page.wait_for_function(SHINY_IDLE_JS, timeout=60_000)
+        with_bots = ds.dimension_sessions(events, f, "device_class", include_bots=True)
+        assert "bot" in with_bots
+        assert _sessions_by_value(_table(page, "tech_devices")) == {
+            k: v["sessions"] for k, v in with_bots.items()
+        }
+        _no_r_errors(page, log)
+        assert errors == []
+        # The demo's reader (sbw_ops.platform_observe) with the toggle: the KPI query with bots.
+        url = f"http://127.0.0.1:{port}/"
+        with_bots = ds.run_dashboard_query(dw_db, "kpis", {**f.as_r(), "include_bots": "true"})
+        with ThreadPoolExecutor(1) as pool:  # its own Playwright: not in this thread's running one
+            assert (
+                pool.submit(observe.dashboard_kpis, url, None, 120_000, True).result()["events"]
+                == (with_bots["events"])
+            )
+            assert pool.submit(observe.dashboard_kpis, url).result()["events"] == cur_k["events"]
+    finally:
+        app.kill()
+        app.wait()

@@ -21,6 +21,18 @@ import pytest
 from tests import dashboard_support as ds
 
 ANCHOR = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+DIM_ANCHOR = datetime(2025, 3, 12, 12, 0, tzinfo=UTC)
+
+
+def _dimension_cases(events: list[dict]) -> list[dict]:
+    day = DIM_ANCHOR.date()
+    return [
+        ds.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day), False),
+        ds.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day, "Asia/Singapore"), True),
+        ds.expected_dimension_case(
+            events, ds.Filters(day - timedelta(days=30), day, "America/New_York"), False
+        ),
+    ]
 
 
 def _cases(events: list[dict]) -> list[dict]:
@@ -42,8 +54,14 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
     rscript = shutil.which("Rscript")
     assert rscript, "Rscript missing: apt-get install r-base-core r-cran-testthat (see .ci/apt-packages.txt)"
     events = ds.make_events(ANCHOR)
+    dim_events = ds.make_dimension_events(DIM_ANCHOR)  # a year earlier: the KPI cases never see them
     conn = dw_db.connect()
     try:
+        # first, so that their dimension refresh folds them alone (load_events refreshes V005 only);
+        # the cases reach 30 days back in New York time: keep the hourly cells of that window
+        with conn.cursor() as cur:
+            cur.execute("UPDATE dash_dim_state SET hourly_days = 40")
+        ds.load_dimension_events(conn, sorted(dim_events, key=lambda e: e["event_timestamp"]), batches=2)
         ds.load_events(conn, events)
         with conn.cursor() as cur:
             cur.execute(
@@ -71,6 +89,8 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
         dash = dw_db.dashboard
         expected = tmp_path / "expected.json"
         expected.write_text(json.dumps({"cases": cases}), encoding="utf-8")
+        dim_expected = tmp_path / "expected-dimensions.json"
+        dim_expected.write_text(json.dumps({"cases": _dimension_cases(dim_events)}), encoding="utf-8")
         newest = max(e["event_timestamp"] for e in events)
         env = {
             **os.environ,
@@ -91,6 +111,7 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
             ),
             "SBW_TEST_ADMIN_PASSWORD": pg_server.superuser_password,
             "SBW_TEST_EXPECTED": str(expected),
+            "SBW_TEST_DIM_EXPECTED": str(dim_expected),
             "SBW_TEST_NEWEST_EVENT": newest.strftime("%Y-%m-%d %H:%M:%S"),
             "SBW_TEST_LAST_RUN_ROWS": str(len(events)),
             "SBW_TEST_LAST_RUN_FINISHED": (ANCHOR - timedelta(hours=1) + timedelta(seconds=42)).strftime(
@@ -116,7 +137,7 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
     assert result.returncode == 0 and match, output
     tests, expectations, failed, errors, skipped = map(int, match.groups())
     assert (failed, errors, skipped) == (0, 0, 0), output
-    assert tests == 12 and expectations >= 150, output
+    assert tests == 17 and expectations >= 350, output
 
 
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Singapore"])

@@ -177,13 +177,16 @@ def _assert_chain_exact(state: PlatformState) -> list[str]:
 
 
 def _assert_dashboard_shows(state: PlatformState) -> None:
-    """The KPIs read from the page in Chromium = what was sent (all of it is in the last 7 days)."""
+    """The KPIs read from the page in Chromium = what was sent (all of it is in the last 7 days):
+    with the bot toggle on, everything sent; as the page opens (bots excluded), the human events."""
     waves = state.data["traffic"]
     by_name: Counter[str] = Counter()
     for wave in waves:
         by_name.update(wave["events_by_name"])
-    kpis = state.data["dashboard"]["kpis"]
+    kpis = state.data["dashboard"]["kpis_with_bots"]
     assert kpis["events"] == sum(w["accepted_events"] for w in waves) == sum(by_name.values())
+    humans = sum(w["accepted_events"] - w.get("bot_events", 0) for w in waves)
+    assert state.data["dashboard"]["kpis"]["events"] == humans
     assert kpis["sessions"] == sum(w["sessions"] for w in waves)
     assert kpis["product_views"] == by_name["product_view"]
     assert kpis["add_to_carts"] == by_name["add_to_cart"]
@@ -191,7 +194,8 @@ def _assert_dashboard_shows(state: PlatformState) -> None:
     assert Path(state.data["dashboard"]["screenshot"]).stat().st_size > 10_000
     summary = state.data["summary"]
     assert summary["events_sent"] == summary["events_in_objects"] == summary["rows_loaded"]
-    assert summary["rows_loaded"] == summary["dashboard_events"]
+    assert summary["rows_loaded"] == summary["dashboard_events_with_bots"]
+    assert summary["rows_loaded"] - summary["bot_events_sent"] == summary["dashboard_events"]
 
 
 def test_up_events_sent_equal_s3_equal_warehouse_equal_dashboard(platform: Path) -> None:

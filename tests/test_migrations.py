@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from psycopg2 import errors
-from sbw_clickstream.contract import ENRICHMENT_FIELDS, EVENT_FIELDS
+from sbw_clickstream.contract import ENRICHMENT_FIELDS, EVENT_FIELDS, STORED_FIELD_DEFAULTS
 from sbw_clickstream.etl_load import load_statements
 from sbw_clickstream.etl_read import COPY_COLUMNS
 from sbw_ops.migrate import DEFAULT_DIRECTORY, MigrationError, apply_migrations, load_migrations
@@ -68,7 +68,15 @@ def test_events_table_columns_follow_the_contract(dw_db: PgDatabase) -> None:
     assert types["context_product_price"] == types["context_product_discount_price"] == "numeric(12,2)"
     assert types["is_first_visit"] == "boolean"
     nullable = {r[0]: r[2] for r in rows}
-    assert all(nullable[name] for name in ENRICHMENT_FIELDS)
+    # Enrichment columns are nullable (older rows have none), except is_bot (V030): NOT NULL DEFAULT
+    # false, which the ETL writes for stored events of an ingest older than the field.
+    assert all(nullable[name] for name in ENRICHMENT_FIELDS if name not in STORED_FIELD_DEFAULTS)
+    assert types["is_bot"] == "boolean" and not nullable["is_bot"]
+    assert dw_db.query(
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+        "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+        "WHERE d.adrelid = 'clickstream_events'::regclass AND a.attname = 'is_bot'"
+    ) == [("false",)]
     assert types["extra"] == "jsonb" and nullable["extra"]
     # The ETL's staging table copies these types from the catalog (a temp table the writer creates).
     columns, ddl, _, _ = load_statements(types)

@@ -280,7 +280,7 @@ def test_identity_from_cognito_tokens(browser: Browser, shop_origin: str, api_ur
 
 def test_tracker_is_small_dependency_free_es2017() -> None:
     source = (TRACKER_DIR / "clickstream.js").read_text(encoding="utf-8")
-    assert len(source.encode()) < 24_000
+    assert len(source.encode()) < 34_000  # v1.1 page context, consent, query stripping: ~31 KB
     # esprima parses ECMAScript 2017 and rejects later syntax (optional chaining, ?? ...); it does
     # accept object spread (ES2018), so spread is checked on the tokens
     tree = esprima.parseScript(source)

@@ -292,19 +292,24 @@ def _pf_vars(state: PlatformState, pf_state: str) -> dict[str, Any]:
 
 
 def step_screenshot(state: PlatformState) -> None:
-    """The dashboard in Chromium: KPIs read, screenshot saved."""
+    """The dashboard in Chromium: KPIs read as it opens (bots excluded) and with its bot toggle on,
+    screenshot saved."""
     shot = state.directory / "dashboard.png"
     kpis = dashboard_kpis(state.data["dashboard_url"], shot)
-    state.data["dashboard"] = {"kpis": kpis, "screenshot": str(shot)}
+    with_bots = dashboard_kpis(state.data["dashboard_url"], include_bots=True)
+    state.data["dashboard"] = {"kpis": kpis, "kpis_with_bots": with_bots, "screenshot": str(shot)}
     state.save()
     shown = ", ".join(f"{k} {kpis[k]:.0f}" for k in ("events", "sessions", "purchases"))
-    print(f"  KPIs: {shown}")
+    print(f"  KPIs: {shown} (bots excluded; {with_bots['events']:.0f} events with bots)")
     print(f"  screenshot: {shot}")
 
 
 def step_summary(state: PlatformState) -> None:
-    """Summary: events sent, objects, rows loaded."""
+    """Summary: events sent (and how many of them by bots), objects, rows loaded, the dashboard's
+    events as it opens (bots excluded: = human events sent) and with its bot toggle (= all sent)."""
     sent = sum(w["accepted_events"] for w in state.data.get("traffic", []))
+    bots = sum(w.get("bot_events", 0) for w in state.data.get("traffic", []))
+    dashboard = state.data.get("dashboard", {})
     objects, ids = s3_event_ids(state)
     dw = warehouse(state)
     summary = {
@@ -312,17 +317,22 @@ def step_summary(state: PlatformState) -> None:
         "objects": objects,
         "events_in_objects": len(ids),
         "rows_loaded": len(dw["event_ids"]),
-        "dashboard_events": state.data.get("dashboard", {}).get("kpis", {}).get("events"),
+        "bot_events_sent": bots,
+        "dashboard_events": dashboard.get("kpis", {}).get("events"),
+        "dashboard_events_with_bots": dashboard.get("kpis_with_bots", {}).get("events"),
         "etl_runs": dw["runs"],
     }
     state.data["summary"] = summary
     state.save()
-    print(f"  events sent ........ {summary['events_sent']}")
+    print(f"  events sent ........ {summary['events_sent']} ({bots} of them by bots)")
     where = f"s3://{state.data['raw_bucket']}/events/"
     print(f"  S3 objects ......... {objects} holding {len(ids)} events ({where})")
     print(f"  rows loaded ........ {summary['rows_loaded']} (clickstream_dw.clickstream_events)")
     if summary["dashboard_events"] is not None:
-        print(f"  dashboard KPI ...... {summary['dashboard_events']:.0f} events (last 7 days)")
+        print(
+            f"  dashboard KPI ...... {summary['dashboard_events']:.0f} events (last 7 days, bots excluded; "
+            f"{summary['dashboard_events_with_bots']:.0f} with bots)"
+        )
     print(f"  ETL runs ........... {dw['runs']}")
     if "dashboard_url" in state.data:
         print(f"  dashboard .......... {state.data['dashboard_url']}")

@@ -109,9 +109,20 @@ def _number(text: str) -> float:
     return float(cleaned) if cleaned else float("nan")
 
 
-def dashboard_kpis(url: str, screenshot: Path | None = None, timeout_ms: int = 120_000) -> dict[str, float]:
+# Counts the recalculations of the events tile, so that a reader can wait for the one a click
+# starts (Shiny fires shiny:recalculated on the output even when the value stays the same; a
+# jQuery event, so listened to with jQuery).
+_COUNT_RECALCULATIONS_JS = """() => { window.__sbwKpiRuns = 0;
+  jQuery(document).on('shiny:recalculated', (e) => {
+    if (e.target && e.target.id === 'kpi_events') { window.__sbwKpiRuns += 1; } }); }"""
+
+
+def dashboard_kpis(
+    url: str, screenshot: Path | None = None, timeout_ms: int = 120_000, include_bots: bool = False
+) -> dict[str, float]:
     """Open the dashboard in headless Chromium, wait (in real time) for Shiny, read the KPI cards,
-    optionally save a full-page screenshot. conversion_rate as a fraction."""
+    optionally save a full-page screenshot. conversion_rate as a fraction. The page excludes bot
+    traffic by default; include_bots ticks its "Include bot traffic" box first."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -123,6 +134,10 @@ def dashboard_kpis(url: str, screenshot: Path | None = None, timeout_ms: int = 1
                 SHINY_IDLE_JS + " && document.getElementById('kpi_events').textContent.length > 0",
                 timeout=timeout_ms,
             )
+            if include_bots:
+                page.evaluate(_COUNT_RECALCULATIONS_JS)
+                page.check("#include_bots")
+                page.wait_for_function(SHINY_IDLE_JS + " && window.__sbwKpiRuns > 0", timeout=timeout_ms)
             values = {k: _number(page.text_content(f"#kpi_{k}") or "") for k in KPI_IDS}
             values["conversion_rate"] = values["conversion_rate"] / 100
             if screenshot is not None:

@@ -31,6 +31,21 @@ STANDARD_EVENT_NAMES: tuple[str, ...] = tuple(EVENT_SCHEMA["x-standard-event-nam
 EVENT_FIELDS: tuple[str, ...] = tuple(EVENT_SCHEMA["properties"])
 REQUIRED_FIELDS: tuple[str, ...] = tuple(EVENT_SCHEMA["required"])
 
+# The closed vocabularies of the v1.1 enrichment (warehouse columns device_class, channel_group).
+DEVICE_CLASSES: tuple[str, ...] = ("desktop", "mobile", "tablet", "bot", "other")
+CHANNEL_GROUPS: tuple[str, ...] = (
+    "Direct",
+    "Organic Search",
+    "Paid Search",
+    "Organic Social",
+    "Paid Social",
+    "Email",
+    "Referral",
+    "Campaign",
+    "Internal",
+    "Unassigned",
+)
+
 # Fields ingest adds; the stored (enriched) event is the client event plus these.
 ENRICHMENT_PROPERTIES: dict[str, Any] = {
     "received_at": {
@@ -53,8 +68,52 @@ ENRICHMENT_PROPERTIES: dict[str, Any] = {
         "maxLength": 40,
         "pattern": EVENT_SCHEMA["properties"]["event_timestamp"]["pattern"],
     },
+    # Contract v1.1: derived by ingest from the request (enrich_useragent, enrich_traffic), never
+    # trusted from the client (ingest drops a client's value for these before validation).
+    "ua_browser": {
+        "description": "Browser family from the User-Agent header.",
+        "type": ["string", "null"],
+        "maxLength": 64,
+    },
+    "ua_browser_version": {
+        "description": "Browser major version.",
+        "type": ["string", "null"],
+        "maxLength": 16,
+    },
+    "ua_os": {
+        "description": "Operating system family from the User-Agent header.",
+        "type": ["string", "null"],
+        "maxLength": 64,
+    },
+    "ua_os_version": {
+        "description": "Operating system major version.",
+        "type": ["string", "null"],
+        "maxLength": 16,
+    },
+    "device_class": {"type": ["string", "null"], "enum": [*DEVICE_CLASSES, None]},
+    "is_bot": {
+        "description": "The User-Agent is a crawler or bot (kept, excluded from the dashboard by default).",
+        "type": "boolean",
+    },
+    "referrer_host": {
+        "description": "Lower-case host of page_referrer.",
+        "type": ["string", "null"],
+        "maxLength": 255,
+    },
+    "traffic_source": {
+        "description": "Where the visit came from: utm_source, the referrer's known name (google, "
+        "facebook), the referrer host, (direct) or (internal).",
+        "type": ["string", "null"],
+        "maxLength": 256,
+    },
+    "channel_group": {"type": ["string", "null"], "enum": [*CHANNEL_GROUPS, None]},
 }
 ENRICHMENT_FIELDS: tuple[str, ...] = tuple(ENRICHMENT_PROPERTIES)
+# The v1.1 fields ingest derives from the request: a client's value for them is dropped, not refused.
+REQUEST_DERIVED_FIELDS: frozenset[str] = frozenset(ENRICHMENT_FIELDS[ENRICHMENT_FIELDS.index("ua_browser") :])
+# Stored-event fields whose warehouse column is NOT NULL with a default: the ETL writes the default
+# for an event stored before the field existed (an older ingest).
+STORED_FIELD_DEFAULTS: dict[str, Any] = {"is_bot": False}
 
 
 def _stored_schema() -> dict[str, Any]:

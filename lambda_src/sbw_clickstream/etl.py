@@ -10,8 +10,8 @@ each batch carries its rows, its objects' bookkeeping and the new watermark in o
 Before each page and each object the remaining Lambda time is checked: below the margin the run
 commits what it has read and stops ("partial"); the next run continues from the watermark.
 Last, the run folds the events queued since the last refresh into the dashboard's rollups
-(`dash_rollup_refresh`, migration V005), in chunks while time remains; what is left stays queued
-for the next run.
+(`dash_rollup_refresh`, migration V005, then `dash_dimension_refresh`, V031), in chunks while
+time remains; what is left stays queued for the next run.
 """
 
 from __future__ import annotations

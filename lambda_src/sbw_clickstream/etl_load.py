@@ -403,13 +403,17 @@ class Warehouse:
         self._with_retries("record the run's outcome", finish)
 
     def refresh_rollups(self, max_rows: int) -> int:
-        """Fold up to `max_rows` queued events into the dashboard rollups (one transaction)."""
+        """Fold up to `max_rows` queued events into the dashboard rollups: the main KPI cells
+        (V005), then the dimension cells (V031, their own queue), one transaction each; returns the
+        larger of the two counts, so the caller goes on while either queue still has a full chunk."""
 
         def refresh() -> int:
-            with self._conn.cursor() as cur:
-                cur.execute("SELECT public.dash_rollup_refresh(%s)", (max_rows,))
-                taken = int(cur.fetchone()[0])
-            self._conn.commit()
+            taken = 0
+            for function in ("dash_rollup_refresh", "dash_dimension_refresh"):
+                with self._conn.cursor() as cur:
+                    cur.execute(f"SELECT public.{function}(%s)", (max_rows,))
+                    taken = max(taken, int(cur.fetchone()[0]))
+                self._conn.commit()
             return taken
 
         return self._with_retries("refresh the dashboard rollups", refresh)

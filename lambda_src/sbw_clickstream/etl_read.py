@@ -26,7 +26,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sbw_clickstream.contract import ENRICHMENT_FIELDS, EVENT_FIELDS, validate_event, validate_stored_event
+from sbw_clickstream.contract import (
+    ENRICHMENT_FIELDS,
+    EVENT_FIELDS,
+    STORED_FIELD_DEFAULTS,
+    validate_event,
+    validate_stored_event,
+)
 from sbw_clickstream.etl_listing import ObjectRef
 from sbw_clickstream.etl_retry import OBJECT_S3_CODES, RetryPolicy, call_with_retries, s3_error_code
 from sbw_clickstream.keys import parse_event_key
@@ -133,7 +139,10 @@ def _row(event: dict[str, Any], key: str, columns: Sequence[str], extra: dict[st
         elif name == "extra":
             values.append(_copy_value(json.dumps(extra, ensure_ascii=False) if extra else None))
         else:
-            values.append(_copy_value(event.get(name)))
+            value = event.get(name)
+            if value is None and name in STORED_FIELD_DEFAULTS:  # stored by an ingest before the field
+                value = STORED_FIELD_DEFAULTS[name]
+            values.append(_copy_value(value))
     return "\t".join(values) + "\n"
 
 

@@ -1,16 +1,22 @@
 """Enrichment of accepted events (ids, login state, server time, user agent, truncated client IP) and
 their serialisation as the NDJSON object ingest stores.
+
+Contract v1.1 adds what the request says and the client cannot be trusted with: the User-Agent
+header's browser, OS, device class and bot flag (`enrich_useragent`, once per request) and each
+event's referrer host, traffic source and channel group (`enrich_traffic`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sbw_clickstream import contract, keys
+from sbw_clickstream.enrich_traffic import traffic_fields
+from sbw_clickstream.enrich_useragent import NO_USER_AGENT, classify_user_agent
 from sbw_clickstream.ingest_http import IngestRequest
 
 MAX_USER_AGENT_CHARS = 512
@@ -40,6 +46,8 @@ class RequestContext:
     schema_version: str = contract.SCHEMA_VERSION
     # The client's clock error (`sent_at - received_at`) when the batch carried sent_at.
     skew: timedelta | None = None
+    # ua_browser, ua_browser_version, ua_os, ua_os_version, device_class, is_bot of the request.
+    agent_fields: dict[str, Any] = field(default_factory=NO_USER_AGENT.fields)
 
 
 def request_context(
@@ -50,7 +58,11 @@ def request_context(
     if agent is not None:
         agent = agent[:MAX_USER_AGENT_CHARS] or None
     return RequestContext(
-        contract.format_timestamp(received_at), agent, truncate_ip(request.source_ip), skew=skew
+        contract.format_timestamp(received_at),
+        agent,
+        truncate_ip(request.source_ip),
+        skew=skew,
+        agent_fields=classify_user_agent(agent).fields(),
     )
 
 
@@ -66,8 +78,9 @@ def enrich_event(event: dict[str, Any], ctx: RequestContext, new_id: str | None 
 
     Derived when absent or null: `event_id` (UUIDv7; `new_id` when given), `user_login_state`
     (logged_in when user_id is set, else guest), `identity_source` (cognito when user_id is set,
-    else anonymous). With a clock error known (`ctx.skew`), `event_timestamp` is corrected for it and
-    the sent value kept as `client_event_timestamp`.
+    else anonymous). The request-derived v1.1 fields (user agent and traffic: see the module
+    docstring) are always set here, whatever the client sent. With a clock error known (`ctx.skew`),
+    `event_timestamp` is corrected for it and the sent value kept as `client_event_timestamp`.
     """
     out = dict(event)
     if ctx.skew is not None:
@@ -84,6 +97,8 @@ def enrich_event(event: dict[str, Any], ctx: RequestContext, new_id: str | None 
     out["schema_version"] = ctx.schema_version
     out["user_agent"] = ctx.user_agent
     out["client_ip"] = ctx.client_ip
+    out.update(ctx.agent_fields)
+    out.update(traffic_fields(event))
     return out
 
 

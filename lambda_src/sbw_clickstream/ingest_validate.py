@@ -143,6 +143,9 @@ def validate_batch(
 
     `text_has_escapes=False` (the body held no `\\u` escape) lets the contract skip its string scan.
     `skew` (the client's clock error, `clock_skew`) corrects each event's time before the window check.
+    A client's value for a field ingest derives from the request (`contract.REQUEST_DERIVED_FIELDS`:
+    ua_*, device_class, is_bot, referrer_host, traffic_source, channel_group) is removed from the
+    event here, so enrichment sets it from the request alone.
     """
     found: list[Violation] = []
     newest = received_at + config.max_future_skew
@@ -150,7 +153,11 @@ def validate_batch(
     if skew is not None:  # compare the client's times with the window moved by its clock error
         newest, oldest = newest + skew, oldest + skew
     seen_ids: dict[str, int] = {}
+    derived = contract.REQUEST_DERIVED_FIELDS
     for index, event in enumerate(events):
+        if event.__class__ is dict and not derived.isdisjoint(event):
+            for name in derived.intersection(event):  # ingest derives these from the request
+                del event[name]
         problems = contract.validate_event(event, index, check_strings=text_has_escapes)
         if problems:
             found.extend(problems)

@@ -11,6 +11,11 @@
  * across retries and page loads: events wait in a bounded outbox (localStorage, else sessionStorage)
  * until ingest has answered, so a re-sent event is stored once (the warehouse keeps each id once).
  * Each request carries `sent_at` (this clock at sending): ingest corrects event times for it.
+ * Contract v1.1: every event carries its page (URL without query secrets, path, title, referrer),
+ * campaign (utm_*, which click id was present, never the id) and client context (screen, viewport,
+ * locale, time zone); SPA route changes (pushState / replaceState / popstate) are page views with
+ * the previous page as referrer. `requireConsent` tracks nothing (no id, no storage, no request)
+ * until `consent(true)`; `respectDoNotTrack` tracks nothing when the browser sends Do-Not-Track.
  *
  *   <script src="/clickstream.js" data-endpoint="https://abc.execute-api.ap-southeast-1.amazonaws.com/clickstream"></script>
  *   clickstream.track("add_to_cart", { element: button })      // product context from the closest [data-product-id]
@@ -19,14 +24,27 @@
 (function (root) {
   "use strict";
 
-  const VERSION = "1.0.0";
+  const VERSION = "1.1.0";
+  const DENIED_QUERY_PARAMS = [
+    "token", "password", "passwd", "pwd", "secret", "email", "mail", "key", "session", "sid", "auth",
+    "code", "otp", "pin", "jwt", "signature", "sig", "credential", "phone", "mobile", "tel", "ssn",
+    "card", "iban", "account", "address", "firstname", "lastname", "fullname", "birth", "dob", "user",
+  ];
+  // Ad click ids: which one was present is sent (click_id_type), the id itself never.
+  const CLICK_IDS = ["gclid", "gbraid", "wbraid", "dclid", "gclsrc", "msclkid", "fbclid", "ttclid", "twclid",
+    "li_fat_id", "yclid", "epik", "sccid", "rdt_cid", "igshid"];
+  const UTM_FIELDS = ["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"];
+  const EMAIL_VALUE = /[^@\s]+@[^@\s]+\.[a-z]{2,}/i;
+  const JWT_VALUE = /^eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\./;
+  const LOCALE = /^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$/;
+  const TIME_ZONE = /^[A-Za-z0-9_+/-]{1,64}$/;
   const DEFAULTS = {
     endpoint: null, // ingest URL (required)
     batchSize: 10, // flush when this many events are queued
     flushInterval: 5000, // ... or this many ms after the first queued event
     sessionTimeoutMinutes: 30, // inactivity that ends a session
     autoPageView: true, // page_view (and product_view on a product page) at init
-    trackHistory: true, // page_view on pushState / popstate (Next.js client navigation)
+    trackHistory: true, // page_view on pushState / replaceState / popstate when the page changes (SPA routes)
     trackClicks: true, // clicks on [data-track="event_name"] elements
     storagePrefix: "sbw_cs_",
     cookieDomain: null, // e.g. ".shop.example" to share the ids across subdomains
@@ -36,6 +54,13 @@
     maxRetries: 2, // re-sends of a batch after a network error, a timeout or 5xx/429
     requestTimeout: 10000, // ms before a request without answer is aborted and retried
     outboxLimit: 1000, // events kept for re-sending at most (the oldest go first)
+    requireConsent: false, // true: nothing is tracked, stored or sent until consent(true)
+    respectDoNotTrack: false, // true: nothing is tracked when the browser says Do-Not-Track
+    // Query parameters removed from page_url / page_referrer: a parameter with a word of its name
+    // (split at - _ . and camelCase) that is, starts or ends with one of these (access_token,
+    // sessionId, apikey, userEmail), a click id, or a value that looks like an email address or a JWT.
+    deniedQueryParams: DENIED_QUERY_PARAMS.slice(),
+    allowedQueryParams: [], // names kept whatever the rules say (exact, case-insensitive), e.g. ["promo_code"]
     debug: false,
   };
   const EVENT_NAME = /^[a-z][a-z0-9_]{0,49}$/;
@@ -45,6 +70,15 @@
     context_product_category: 128,
     context_product_brand: 128,
     context_product_url_path: 2048,
+    page_url: 2048,
+    page_path: 2048,
+    page_title: 512,
+    page_referrer: 2048,
+    utm_source: 256,
+    utm_medium: 256,
+    utm_campaign: 256,
+    utm_term: 256,
+    utm_content: 256,
   };
   const UNLOAD_CHUNK = 50; // keepalive bodies must stay under 64 KiB in total
   const MAX_BATCH = 500; // the ingest limit per request
@@ -53,7 +87,11 @@
   let queue = []; // events of this page not sent yet
   let outbox = []; // every event not yet answered by ingest (persisted, re-sent on the next page load)
   let timer = null;
-  let lastPage = null;
+  let lastPage = null; // path + query of the last page view (a route change is a new one)
+  let lastPageUrl = null; // the last page view's (cleaned) URL: the referrer of an SPA route change
+  let pageReferrer; // this page's referrer: document.referrer until the first route change
+  let consented = false;
+  let started = false; // ids, outbox and listeners set up (after consent when it is required)
   const storage = {};
 
   // --- storage: localStorage first, a first-party cookie when it is unavailable ---------------
@@ -328,10 +366,86 @@
     if (context.context_product_id === "") delete context.context_product_id;
     const path = context.context_product_url_path;
     if (path != null && (typeof path !== "string" || path.charAt(0) !== "/")) context.context_product_url_path = null;
+    for (const key of ["page_url", "page_path", "page_title", "page_referrer"]) {
+      // control characters are outside the contract: replaced, never a reason to lose the event
+      if (typeof context[key] === "string") context[key] = context[key].replace(/[\u0000-\u001f\u007f]/g, " ");
+    }
     const price = context.context_product_price;
     const discount = context.context_product_discount_price;
     if (price != null && discount != null && discount > price) context.context_product_discount_price = null;
     return context;
+  }
+
+  // --- page, campaign and client context (contract v1.1) --------------------------------------
+  function deniedParam(name, value) {
+    const lower = name.toLowerCase();
+    if (config.allowedQueryParams.some((allowed) => String(allowed).toLowerCase() === lower)) return false;
+    if (CLICK_IDS.indexOf(lower) >= 0) return true;
+    const words = name.replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase().split(/[^a-z0-9]+/);
+    const denied = config.deniedQueryParams.map((word) => String(word).toLowerCase());
+    const hit = (word) => word && denied.some((d) => word === d || word.indexOf(d) === 0 || word.slice(-d.length) === d);
+    if (words.some(hit)) return true;
+    return EMAIL_VALUE.test(value) || JWT_VALUE.test(value);
+  }
+
+  /** A URL without the fragment and without the query parameters that look like secrets or personal data. */
+  function cleanUrl(text) {
+    if (!text) return null;
+    let url;
+    try {
+      url = new URL(text, location.href);
+    } catch (e) {
+      return null;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") return url.protocol === "android-app:" ? url.origin + "/" : null;
+    const kept = [];
+    for (const [name, value] of url.searchParams) {
+      if (!deniedParam(name, value)) kept.push([name, value]);
+    }
+    url.search = kept.length ? "?" + new URLSearchParams(kept).toString() : "";
+    url.hash = "";
+    url.username = "";
+    url.password = "";
+    return url.href;
+  }
+
+  function clientContext() {
+    const context = {};
+    const scr = root.screen;
+    if (scr && scr.width > 0 && scr.height > 0) context.screen = Math.round(scr.width) + "x" + Math.round(scr.height);
+    if (root.innerWidth > 0 && root.innerHeight > 0) context.viewport = Math.round(root.innerWidth) + "x" + Math.round(root.innerHeight);
+    const nav = root.navigator;
+    if (nav && LOCALE.test(nav.language || "") && nav.language.length <= 35) context.locale = nav.language;
+    try {
+      const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      if (TIME_ZONE.test(zone || "")) context.client_timezone = zone;
+    } catch (e) {
+      /* no Intl: no time zone */
+    }
+    return context;
+  }
+
+  /** page_* (the current page), utm_* and click_id_type (its URL), screen/viewport/locale/time zone. */
+  function pageContext() {
+    const params = new URLSearchParams(location.search);
+    const context = {
+      page_url: cleanUrl(location.href),
+      page_path: location.pathname || "/",
+      page_title: document.title || null,
+      page_referrer: pageReferrer !== undefined ? pageReferrer : cleanUrl(document.referrer),
+    };
+    for (const name of UTM_FIELDS) {
+      const value = (params.get(name) || "").trim();
+      if (value) context[name] = value;
+    }
+    for (const name of params.keys()) {
+      const lower = name.toLowerCase();
+      if (CLICK_IDS.indexOf(lower) >= 0) {
+        context.click_id_type = lower;
+        break;
+      }
+    }
+    return Object.assign(context, clientContext());
   }
 
   // --- events --------------------------------------------------------------------------------
@@ -357,6 +471,10 @@
    */
   function track(name, props) {
     if (!config) throw new Error("clickstream.init({endpoint}) first");
+    if (!enabled()) {
+      log(config.requireConsent && !consented ? "no consent: not tracked" : "Do-Not-Track: not tracked", name);
+      return null;
+    }
     if (!EVENT_NAME.test(name)) {
       log("invalid event name dropped:", name);
       return null;
@@ -384,7 +502,7 @@
         session_id: sid,
         is_first_visit: firstSid === sid,
       },
-      clean(context),
+      clean(Object.assign(pageContext(), context)),
     );
     queue.push(event);
     remember(event);
@@ -395,12 +513,25 @@
   }
 
   function pageView() {
-    const page = location.pathname + location.search;
-    lastPage = page;
+    if (!enabled()) return;
+    lastPage = location.pathname + location.search;
+    if (lastPageUrl !== null) pageReferrer = lastPageUrl; // an SPA route change: came from the last page
+    lastPageUrl = cleanUrl(location.href);
     const productEl = pageProduct();
     const props = productEl ? { element: productEl } : {};
     track("page_view", props);
     if (productEl) track("product_view", props);
+  }
+
+  function doNotTrack() {
+    const nav = root.navigator || {};
+    const flag = nav.doNotTrack || root.doNotTrack || nav.msDoNotTrack;
+    return flag === "1" || flag === "yes" || nav.globalPrivacyControl === true;
+  }
+
+  function enabled() {
+    if (config.respectDoNotTrack && doNotTrack()) return false;
+    return !config.requireConsent || consented;
   }
 
   // --- delivery ------------------------------------------------------------------------------
@@ -498,16 +629,24 @@
     if (document.visibilityState === "hidden") flush(true);
   }
 
+  // A route change is a page view when the path or query changed (Next.js also calls replaceState
+  // for the same URL, e.g. to save the scroll position: not a page view).
+  function routeChanged() {
+    setTimeout(() => {
+      if (location.pathname + location.search !== lastPage) pageView();
+    }, 0);
+  }
+
   function patchHistory() {
-    const original = root.history.pushState;
-    root.history.pushState = function () {
-      const result = original.apply(this, arguments);
-      setTimeout(() => {
-        if (location.pathname + location.search !== lastPage) pageView();
-      }, 0);
-      return result;
-    };
-    root.addEventListener("popstate", () => setTimeout(pageView, 0));
+    for (const method of ["pushState", "replaceState"]) {
+      const original = root.history[method];
+      root.history[method] = function () {
+        const result = original.apply(this, arguments);
+        routeChanged();
+        return result;
+      };
+    }
+    root.addEventListener("popstate", routeChanged);
   }
 
   function onClick(event) {
@@ -520,6 +659,17 @@
     if (config) return api;
     config = Object.assign({}, DEFAULTS, options || {});
     if (!config.endpoint) throw new Error("clickstream: endpoint is required");
+    if (!Array.isArray(config.deniedQueryParams)) throw new Error("clickstream: deniedQueryParams must be an array");
+    if (!Array.isArray(config.allowedQueryParams)) throw new Error("clickstream: allowedQueryParams must be an array");
+    if (enabled()) start();
+    else log("waiting for consent(true) or without Do-Not-Track: nothing tracked");
+    return api;
+  }
+
+  /** Ids, the outbox of earlier pages, listeners and the first page view: once, when tracking is allowed. */
+  function start() {
+    if (started) return;
+    started = true;
     clientId();
     // Events a previous page tracked but never got an answer for: sent again with the same ids.
     outbox = loadOutbox();
@@ -535,20 +685,41 @@
       if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", pageView);
       else pageView();
     }
-    return api;
+  }
+
+  /**
+   * The visitor's choice (with requireConsent): true starts tracking (this page's page view first),
+   * false stops it and forgets what was queued and not yet sent (the outbox included).
+   */
+  function consent(granted) {
+    if (!config) throw new Error("clickstream.init({endpoint}) first");
+    consented = granted === true;
+    if (consented && enabled()) start();
+    if (!consented && config.requireConsent) {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      queue = [];
+      if (started) {
+        outbox = [];
+        saveOutbox();
+      }
+    }
+    return consented;
   }
 
   const api = {
     version: VERSION,
     init: init,
     track: track,
+    consent: consent,
     flush: () => flush(false),
     pageView: pageView,
     identity: () => (config ? identity() : null),
-    clientId: () => (config ? clientId() : null),
-    sessionId: () => (config ? session(false) : null),
+    clientId: () => (config && started ? clientId() : null),
+    sessionId: () => (config && started ? session(false) : null),
     pending: () => queue.length,
-    unanswered: () => (config ? current().length : 0),
+    unanswered: () => (config && started ? current().length : 0),
+    enabled: () => (config ? enabled() : false),
   };
   root.clickstream = api;
 
@@ -559,6 +730,8 @@
       endpoint: script.dataset.endpoint,
       cognitoClientId: script.dataset.cognitoClientId || null,
       debug: script.dataset.debug === "true",
+      requireConsent: script.dataset.requireConsent === "true",
+      respectDoNotTrack: script.dataset.respectDoNotTrack === "true",
     });
   }
 })(typeof window !== "undefined" ? window : this);

@@ -120,10 +120,7 @@ query_funnel <- function(db, filters) {
 query_top <- function(db, filters, dimension = c("products", "categories", "brands"), order_by = "views", limit = 10) {
   dimension <- match.arg(dimension)
   order_by <- match.arg(order_by, SBW_ORDER_METRICS)
-  limit <- as.integer(limit)
-  if (is.na(limit) || limit < 1 || limit > 1000) {
-    stop("limit must be between 1 and 1000")
-  }
+  limit <- check_limit(limit)
   df <- sbw_run(db, paste0("top_", dimension), c(filters, list(order_by = order_by, row_limit = limit)))
   num_cols(df, c("products", "views", "add_to_carts", "purchases", "revenue"))
 }
@@ -147,4 +144,99 @@ query_freshness <- function(db, timezone = "UTC") {
   row <- as.list(num_cols(df, c("newest_event_age_s", "last_run_rows", "last_run_age_s", "pending_events"))[1, , drop = FALSE])
   row$has_data <- !is.na(row$newest_event)
   row
+}
+
+# ---------------------------------------------------------------- dimension tabs (V031 rollups)
+
+SBW_DIMENSIONS <- c("channel_group", "traffic_source", "referrer_host", "browser", "os", "device_class",
+                    "entry_page", "exit_page")
+SBW_PAGE_ORDERS <- c("views", "sessions", "entries", "exits")
+
+check_limit <- function(limit) {
+  limit <- as.integer(limit)
+  if (is.na(limit) || limit < 1 || limit > 1000) {
+    stop("limit must be between 1 and 1000")
+  }
+  limit
+}
+
+# Sessions, conversions and revenue per value of one dimension (sessions starting in the period).
+query_dimension <- function(db, filters, dimension, limit = 20) {
+  dimension <- match.arg(dimension, SBW_DIMENSIONS)
+  df <- sbw_run(db, "dimension_sessions", c(filters, list(dimension = dimension, row_limit = check_limit(limit))))
+  num_cols(df, c("sessions", "share", "conversions", "conversion_rate", "revenue"))
+}
+
+# The campaign cells of dimension_sessions, their value split into utm source / medium / campaign.
+query_campaigns <- function(db, filters, limit = 20) {
+  df <- sbw_run(db, "dimension_sessions", c(filters, list(dimension = "campaign", row_limit = check_limit(limit))))
+  df <- num_cols(df, c("sessions", "share", "conversions", "conversion_rate", "revenue"))
+  parts <- strsplit(df$value, "\x1f", fixed = TRUE)
+  part <- function(i) vapply(parts, function(p) if (length(p) >= i) p[i] else "", "")
+  cbind(data.frame(utm_source = part(1), utm_medium = part(2), utm_campaign = part(3), stringsAsFactors = FALSE),
+        df[, setdiff(names(df), "value"), drop = FALSE])
+}
+
+query_top_pages <- function(db, filters, order_by = "views", limit = 20) {
+  order_by <- match.arg(order_by, SBW_PAGE_ORDERS)
+  df <- sbw_run(db, "top_pages", c(filters, list(order_by = order_by, row_limit = check_limit(limit))))
+  num_cols(df, c("views", "sessions", "entries", "exits"))
+}
+
+query_pages_summary <- function(db, filters) {
+  as.list(num_cols(sbw_run(db, "pages_summary", filters), c("page_views", "sessions", "views_per_session"))[1, , drop = FALSE])
+}
+
+# Long format: cohort_week, week_n, visitors, cohort_size, returning_share.
+query_retention <- function(db, filters) {
+  num_cols(sbw_run(db, "retention_cohorts", filters), c("week_n", "visitors", "cohort_size", "returning_share"))
+}
+
+# The cohort table: one row per cohort, its size, then the share returning in week 0..N.
+retention_table <- function(df) {
+  if (nrow(df) == 0) {
+    return(data.frame(cohort_week = character(), cohort_size = numeric()))
+  }
+  weeks <- sort(unique(df$week_n))
+  cohorts <- sort(unique(df$cohort_week))
+  out <- data.frame(cohort_week = cohorts, cohort_size = vapply(cohorts, function(c) df$cohort_size[df$cohort_week == c][1], 0),
+                    stringsAsFactors = FALSE)
+  for (w in weeks) {
+    out[[paste0("week_", w)]] <- vapply(cohorts, function(c) {
+      v <- df$returning_share[df$cohort_week == c & df$week_n == w]
+      if (length(v) == 0) NA_real_ else v[1]
+    }, 0)
+  }
+  rownames(out) <- NULL
+  out
+}
+
+query_active_users <- function(db, filters) {
+  as.list(num_cols(sbw_run(db, "active_users", filters), c("dau", "wau", "mau", "stickiness"))[1, , drop = FALSE])
+}
+
+query_daily_visitors <- function(db, filters) {
+  num_cols(sbw_run(db, "daily_visitors", filters), "visitors")
+}
+
+# The period of the same length just before `filters`' period (Comparison).
+sbw_previous_period <- function(filters) {
+  from <- as.Date(filters$date_from)
+  to <- as.Date(filters$date_to)
+  days <- as.integer(to - from) + 1L
+  filters$date_to <- format(from - 1, "%Y-%m-%d")
+  filters$date_from <- format(from - days, "%Y-%m-%d")
+  filters
+}
+
+# Relative change of `current` against `previous` (NA when there was nothing before).
+sbw_change <- function(current, previous) {
+  current <- as.numeric(current)
+  previous <- as.numeric(previous)
+  ifelse(is.na(previous) | previous == 0, NA_real_, (current - previous) / previous)
+}
+
+# The file name of a CSV export: the view and the period.
+sbw_csv_name <- function(view, filters) {
+  sprintf("sbw-%s-%s_%s.csv", gsub("[^a-z0-9_]", "_", tolower(view)), filters$date_from, filters$date_to)
 }

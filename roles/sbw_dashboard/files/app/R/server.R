@@ -27,7 +27,8 @@ dashboard_server <- function(input, output, session) {
     shiny::req(input$date_from, input$date_to, input$timezone)
     input$refresh
     shiny::validate(shiny::need(input$date_to >= input$date_from, "The period ends before it starts."))
-    sbw_filters(input$date_from, input$date_to, input$timezone, input$category, input$brand, input$event_name)
+    sbw_filters(input$date_from, input$date_to, input$timezone, input$category, input$brand, input$event_name,
+                isTRUE(input$include_bots))
   })
 
   freshness <- shiny::reactive({
@@ -158,6 +159,7 @@ dashboard_server <- function(input, output, session) {
   for (id in names(SBW_KPIS)) {
     output[[paste0("kpi_", id)]] <- kpi_value(id)
   }
+  dimension_server(input, output, db, filters, kpis, series, need_result)
 
   output$events_plot <- shiny::renderPlot({
     df <- need_result(series())
@@ -200,6 +202,213 @@ dashboard_server <- function(input, output, session) {
 
   output$identity_table <- shiny::renderTable(need_result(audience())$identity)
   output$new_returning_table <- shiny::renderTable(need_result(audience())$new_returning)
+}
+
+# ---------------------------------------------------------------- dimension tabs (V031 rollups)
+
+# "≈ " in front of a figure its query marks as estimated.
+approx_mark <- function(estimated) ifelse(!is.na(estimated) & as.logical(estimated), "\u2248 ", "")
+
+# A query result as the page shows it: counts with separators, rates in %, money with 2 decimals.
+format_dimension <- function(df, label) {
+  est <- approx_mark(df$estimated)
+  out <- data.frame(value = df$value, check.names = FALSE, stringsAsFactors = FALSE)
+  names(out) <- label
+  out$Sessions <- paste0(est, fmt_int(df$sessions))
+  if ("share" %in% names(df)) out$Share <- fmt_pct(df$share)
+  out$Conversions <- paste0(est, fmt_int(df$conversions))
+  out$`Conversion rate` <- fmt_pct(df$conversion_rate)
+  out$Revenue <- paste0(est, fmt_money(df$revenue))
+  out
+}
+
+# Every KPI of the tiles, current and previous period, as one table (Comparison and its CSV).
+kpi_comparison <- function(cur, prev) {
+  ids <- names(SBW_KPIS)
+  data.frame(
+    kpi = ids, label = unname(SBW_KPIS[ids]),
+    current = vapply(ids, function(i) as.numeric(cur[[i]]), 0),
+    previous = vapply(ids, function(i) as.numeric(prev[[i]]), 0),
+    change = vapply(ids, function(i) sbw_change(cur[[i]], prev[[i]]), 0),
+    stringsAsFactors = FALSE, row.names = NULL
+  )
+}
+
+fmt_change <- function(x) ifelse(is.na(x), "no previous data", sprintf("%+.1f%%", 100 * x))
+
+dimension_server <- function(input, output, db, filters, kpis, series, need_result) {
+  previous <- shiny::reactive(sbw_previous_period(filters()))
+  kpis_prev <- shiny::reactive(guarded(function() query_kpis(db, previous())))
+  series_prev <- shiny::reactive(guarded(function() query_events_over_time(db, previous(), input$granularity)))
+  acquisition <- shiny::reactive({
+    f <- filters()
+    guarded(function() list(
+      channels = query_dimension(db, f, "channel_group"), sources = query_dimension(db, f, "traffic_source"),
+      referrers = query_dimension(db, f, "referrer_host"), campaigns = query_campaigns(db, f)
+    ))
+  })
+  pages <- shiny::reactive({
+    f <- filters()
+    guarded(function() list(
+      summary = query_pages_summary(db, f), pages = query_top_pages(db, f, "views"),
+      entry_pages = query_dimension(db, f, "entry_page"), exit_pages = query_dimension(db, f, "exit_page")
+    ))
+  })
+  technology <- shiny::reactive({
+    f <- filters()
+    guarded(function() list(
+      browsers = query_dimension(db, f, "browser"), os = query_dimension(db, f, "os"),
+      devices = query_dimension(db, f, "device_class")
+    ))
+  })
+  retention <- shiny::reactive({
+    f <- filters()
+    guarded(function() list(
+      cohorts = query_retention(db, f), active = query_active_users(db, f), daily = query_daily_visitors(db, f)
+    ))
+  })
+  comparison <- shiny::reactive({
+    cur <- need_result(kpis())
+    prev <- need_result(kpis_prev(), short = TRUE)
+    kpi_comparison(cur, prev)
+  })
+
+  # The change of every tile against the previous period.
+  delta_text <- function(id) {
+    force(id)
+    shiny::renderText({
+      cmp <- comparison()
+      chg <- cmp$change[cmp$kpi == id]
+      if (is.na(chg)) "none in the previous period" else paste(fmt_change(chg), "vs previous period")
+    })
+  }
+  for (id in names(SBW_KPIS)) {
+    output[[paste0("kpi_delta_", id)]] <- delta_text(id)
+  }
+
+  dim_table <- function(result, part, label) {
+    force(part)
+    force(label)
+    shiny::renderTable({
+      df <- need_result(result())[[part]]
+      shiny::validate(shiny::need(nrow(df) > 0, "No sessions in the selected period."))
+      format_dimension(df, label)
+    })
+  }
+  output$acq_channels <- dim_table(acquisition, "channels", "Channel")
+  output$acq_sources <- dim_table(acquisition, "sources", "Source")
+  output$acq_referrers <- dim_table(acquisition, "referrers", "Referrer")
+  output$acq_campaigns <- shiny::renderTable({
+    df <- need_result(acquisition())$campaigns
+    shiny::validate(shiny::need(nrow(df) > 0, "No sessions with UTM parameters in the selected period."))
+    est <- approx_mark(df$estimated)
+    data.frame(Source = df$utm_source, Medium = df$utm_medium, Campaign = df$utm_campaign,
+               Sessions = paste0(est, fmt_int(df$sessions)), Conversions = paste0(est, fmt_int(df$conversions)),
+               `Conversion rate` = fmt_pct(df$conversion_rate), Revenue = paste0(est, fmt_money(df$revenue)),
+               check.names = FALSE)
+  })
+  output$pages_summary <- shiny::renderUI({
+    v <- need_result(pages())$summary
+    est <- approx_mark(v$estimated)
+    shiny::tagList(
+      shiny::span(id = "pages_views", paste0("Page views: ", est, fmt_int(v$page_views))), " \u00b7 ",
+      shiny::span(id = "pages_sessions", paste0("Sessions: ", est, fmt_int(v$sessions))), " \u00b7 ",
+      shiny::span(id = "pages_per_session",
+                  paste0("Views per session: ", est, if (is.na(v$views_per_session)) "-" else sprintf("%.2f", v$views_per_session)))
+    )
+  })
+  output$pages_top <- shiny::renderTable({
+    df <- need_result(pages())$pages
+    shiny::validate(shiny::need(nrow(df) > 0, "No page views in the selected period."))
+    data.frame(Page = df$page_path, Views = fmt_int(df$views),
+               Sessions = paste0(approx_mark(df$estimated), fmt_int(df$sessions)),
+               Entries = fmt_int(df$entries), Exits = fmt_int(df$exits), check.names = FALSE)
+  })
+  output$pages_entry <- dim_table(pages, "entry_pages", "Entry page")
+  output$pages_exit <- dim_table(pages, "exit_pages", "Exit page")
+  output$tech_browsers <- dim_table(technology, "browsers", "Browser")
+  output$tech_os <- dim_table(technology, "os", "Operating system")
+  output$tech_devices <- dim_table(technology, "devices", "Device class")
+
+  output$ret_active <- shiny::renderTable({
+    a <- need_result(retention())$active
+    est <- approx_mark(a$estimated)
+    data.frame(DAU = paste0(est, sprintf("%.2f", a$dau)), WAU = paste0(est, fmt_int(a$wau)),
+               MAU = paste0(est, fmt_int(a$mau)), Stickiness = paste0(est, fmt_pct(a$stickiness)), check.names = FALSE)
+  })
+  output$ret_cohorts <- shiny::renderTable({
+    df <- need_result(retention())$cohorts
+    shiny::validate(shiny::need(nrow(df) > 0, "No visitor had a first visit in the selected period."))
+    wide <- retention_table(df)
+    for (col in grep("^week_", names(wide), value = TRUE)) wide[[col]] <- fmt_pct(wide[[col]])
+    wide$cohort_size <- fmt_int(wide$cohort_size)
+    names(wide) <- sub("^week_", "Week ", sub("cohort_size", "Visitors", sub("cohort_week", "Cohort (week of)", names(wide))))
+    wide
+  })
+  output$ret_daily <- shiny::renderTable({
+    df <- need_result(retention())$daily
+    shiny::validate(shiny::need(nrow(df) > 0, "No visitors in the selected period."))
+    data.frame(Day = df$day, Visitors = fmt_int(df$visitors), check.names = FALSE)
+  })
+
+  output$cmp_periods <- shiny::renderText({
+    f <- filters()
+    p <- previous()
+    sprintf("%s to %s compared with %s to %s (the same number of days just before).",
+            f$date_from, f$date_to, p$date_from, p$date_to)
+  })
+  output$cmp_table <- shiny::renderTable({
+    cmp <- comparison()
+    fmt <- function(id, x) switch(id, conversion_rate = fmt_pct(x), revenue = fmt_money(x), fmt_int(x))
+    data.frame(KPI = cmp$label, Current = mapply(fmt, cmp$kpi, cmp$current),
+               Previous = mapply(fmt, cmp$kpi, cmp$previous), Change = fmt_change(cmp$change), check.names = FALSE)
+  })
+  output$cmp_plot <- shiny::renderPlot({
+    cur <- need_result(series())
+    prev <- need_result(series_prev())
+    shift <- as.numeric(as.Date(filters()$date_from) - as.Date(previous()$date_from), units = "days") * 86400
+    total <- function(df, label, offset) {
+      if (nrow(df) == 0) return(data.frame(bucket = as.POSIXct(character()), events = numeric(), period = character()))
+      agg <- stats::aggregate(events ~ bucket, data = df, FUN = sum)
+      agg$bucket <- agg$bucket + offset
+      agg$period <- label
+      agg
+    }
+    df <- rbind(total(cur, "current", 0), total(prev, "previous (shifted)", shift))
+    shiny::validate(shiny::need(nrow(df) > 0, "No events in either period."))
+    ggplot2::ggplot(df, ggplot2::aes(x = bucket, y = events, colour = period, linetype = period)) +
+      ggplot2::geom_line() + ggplot2::geom_point(size = 1) +
+      ggplot2::labs(x = paste("Time", input$timezone), y = "Events", colour = "Period", linetype = "Period") +
+      ggplot2::theme_minimal(base_size = 13)
+  })
+
+  # Export: the very data frames the tables show, raw numbers, one CSV each.
+  export_data <- list(
+    kpis = function() comparison(),
+    channels = function() need_result(acquisition())$channels,
+    sources = function() need_result(acquisition())$sources,
+    referrers = function() need_result(acquisition())$referrers,
+    campaigns = function() need_result(acquisition())$campaigns,
+    pages = function() need_result(pages())$pages,
+    entry_pages = function() need_result(pages())$entry_pages,
+    exit_pages = function() need_result(pages())$exit_pages,
+    browsers = function() need_result(technology())$browsers,
+    os = function() need_result(technology())$os,
+    devices = function() need_result(technology())$devices,
+    cohorts = function() retention_table(need_result(retention())$cohorts),
+    active_users = function() as.data.frame(need_result(retention())$active),
+    daily_visitors = function() need_result(retention())$daily
+  )
+  for (view in names(export_data)) {
+    local({
+      v <- view
+      output[[paste0("dl_", v)]] <- shiny::downloadHandler(
+        filename = function() sbw_csv_name(v, filters()),
+        content = function(file) utils::write.csv(export_data[[v]](), file, row.names = FALSE, na = ""),
+        contentType = "text/csv"
+      )
+    })
+  }
 }
 
 `%|na|%` <- function(a, b) if (is.null(a) || is.na(a)) b else a

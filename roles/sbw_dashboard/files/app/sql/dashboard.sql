@@ -283,3 +283,154 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT finished_at FROM etl_runs WHERE status = 'succeeded' ORDER BY finished_at DESC LIMIT 1
 ) AS ok ON true;
+
+-- ---------------------------------------------------------------- dimension tabs (migration V031)
+-- Acquisition, Pages, Technology and Retention read V031's rollups (dash_dim_cells, dash_page_cells,
+-- dash_visitor_daily, dash_retention), never the events. Sessions per dimension value are exact
+-- counts of sessions STARTING in the period, under the values of their first event (entry/exit page:
+-- first/last page_view); conversions = those sessions with a purchase, revenue = their purchases.
+-- include_bots: 'true' counts bot traffic too; anything else ('false', the default) excludes it.
+-- estimated: true when the period's ends were rounded to whole UTC days (hourly cells are kept
+-- only for the recent window, V031) or a sketch-based figure is above 8,192 (then ~1.6 %).
+
+-- name: dimension_sessions
+-- params: date_from date_to timezone include_bots dimension row_limit
+-- dimension: channel_group, traffic_source, referrer_host, campaign, browser, os, device_class,
+-- entry_page, exit_page. campaign: sessions whose first event carried a utm_source, utm_medium or
+-- utm_campaign; value = source || E'\x1f' || medium || E'\x1f' || campaign ('(not set)' for a missing one).
+SELECT t.value, t.sessions,
+       round(t.sessions::numeric / nullif(sum(t.sessions) OVER (), 0), 4) AS share,
+       t.conversions,
+       round(t.conversions::numeric / nullif(t.sessions, 0), 4) AS conversion_rate,
+       t.revenue,
+       b.rounded AS estimated
+FROM (
+    SELECT c.value, sum(c.sessions)::bigint AS sessions, sum(c.conversions)::bigint AS conversions,
+           sum(c.revenue) AS revenue
+    FROM dash_dim_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.dimension = $5::text AND ($4::text = 'true' OR NOT c.is_bot)
+    GROUP BY c.value
+    HAVING sum(c.sessions) > 0
+) AS t
+CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b
+ORDER BY t.sessions DESC, t.value
+LIMIT $6::integer;
+
+-- name: top_pages
+-- params: date_from date_to timezone include_bots order_by row_limit
+-- views: page_view events in the period; sessions: sessions that viewed the page (sketch);
+-- entries / exits: sessions starting in the period whose first / last page_view was the page.
+-- order_by: views, sessions, entries or exits. The sketches (the costly part) are merged only for
+-- the pages listed, except when ranking by sessions.
+WITH v AS (
+    SELECT p.page_path, sum(p.views)::bigint AS views
+    FROM dash_page_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = 'true' OR NOT p.is_bot)
+    GROUP BY p.page_path
+), ee AS (
+    SELECT c.value AS page_path,
+           sum(c.sessions) FILTER (WHERE c.dimension = 'entry_page')::bigint AS entries,
+           sum(c.sessions) FILTER (WHERE c.dimension = 'exit_page')::bigint AS exits
+    FROM dash_dim_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.dimension IN ('entry_page', 'exit_page') AND ($4::text = 'true' OR NOT c.is_bot)
+    GROUP BY c.value
+), candidates AS (
+    SELECT coalesce(v.page_path, ee.page_path) AS page_path,
+           coalesce(v.views, 0) AS views, coalesce(ee.entries, 0) AS entries, coalesce(ee.exits, 0) AS exits
+    FROM v FULL JOIN ee ON ee.page_path = v.page_path
+    WHERE coalesce(v.views, 0) + coalesce(ee.entries, 0) + coalesce(ee.exits, 0) > 0
+    ORDER BY CASE $5::text WHEN 'entries' THEN coalesce(ee.entries, 0) WHEN 'exits' THEN coalesce(ee.exits, 0)
+                           ELSE coalesce(v.views, 0) END DESC,
+             1
+    LIMIT CASE WHEN $5::text = 'sessions' THEN NULL ELSE $6::integer END
+), s AS (
+    SELECT p.page_path, round(hll_cardinality(hll_union_agg(p.sessions)))::bigint AS sessions
+    FROM dash_page_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = 'true' OR NOT p.is_bot) AND p.page_path IN (SELECT page_path FROM candidates)
+    GROUP BY p.page_path
+)
+SELECT c.page_path, c.views, coalesce(s.sessions, 0) AS sessions, c.entries, c.exits,
+       b.rounded OR coalesce(s.sessions, 0) > 8192 AS estimated
+FROM candidates AS c
+LEFT JOIN s ON s.page_path = c.page_path
+CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b
+ORDER BY CASE $5::text WHEN 'sessions' THEN coalesce(s.sessions, 0) WHEN 'entries' THEN c.entries
+                       WHEN 'exits' THEN c.exits ELSE c.views END DESC,
+         c.page_path
+LIMIT $6::integer;
+
+-- name: pages_summary
+-- params: date_from date_to timezone include_bots
+-- views_per_session: page views in the period / sessions starting in it (every session has one
+-- device_class value, '(not set)' included, so their sum is the number of sessions).
+SELECT v.page_views, s.sessions, round(v.page_views::numeric / nullif(s.sessions, 0), 2) AS views_per_session,
+       b.rounded AS estimated
+FROM (
+    SELECT coalesce(sum(p.views), 0)::bigint AS page_views
+    FROM dash_page_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS p
+    WHERE ($4::text = 'true' OR NOT p.is_bot)
+) AS v
+CROSS JOIN (
+    SELECT coalesce(sum(c.sessions), 0)::bigint AS sessions
+    FROM dash_dim_cells(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS c
+    WHERE c.dimension = 'device_class' AND ($4::text = 'true' OR NOT c.is_bot)
+) AS s
+CROSS JOIN dash_dim_bounds(($1::date)::timestamp AT TIME ZONE $3::text, ($2::date + 1)::timestamp AT TIME ZONE $3::text) AS b;
+
+-- name: retention_cohorts
+-- params: date_from date_to include_bots
+-- Weekly cohorts (UTC ISO weeks, Monday) of the visitors whose first active week starts in the
+-- period's weeks: visitors active in week 0, 1, ... 12 after it, and the share of the cohort.
+-- Exact counts (V031 dash_retention). A visitor is 'u:' || user_id, else 'c:' || client_id.
+SELECT to_char(t.cohort_week AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS cohort_week,
+       t.week_n, t.visitors,
+       max(t.visitors) FILTER (WHERE t.week_n = 0) OVER (PARTITION BY t.cohort_week) AS cohort_size,
+       round(t.visitors::numeric / nullif(max(t.visitors) FILTER (WHERE t.week_n = 0) OVER (PARTITION BY t.cohort_week), 0), 4) AS returning_share
+FROM (
+    SELECT r.cohort_week, (extract(epoch FROM r.week - r.cohort_week) / 604800)::integer AS week_n,
+           sum(r.visitors)::bigint AS visitors
+    FROM dash_retention AS r
+    WHERE r.cohort_week >= date_trunc('week', $1::date::timestamp) AT TIME ZONE 'UTC'
+      AND r.cohort_week < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'
+      AND r.week <= r.cohort_week + interval '12 weeks'
+      AND ($3::text = 'true' OR NOT r.is_bot)
+    GROUP BY 1, 2
+) AS t
+ORDER BY t.cohort_week, t.week_n;
+
+-- name: active_users
+-- params: date_from date_to include_bots
+-- UTC days. dau: average daily visitors over the period's days; wau / mau: distinct visitors of
+-- the 7 / 30 days ending on the period's last day; stickiness: average daily visitors of those
+-- 30 days / mau. HyperLogLog unions (exact up to 8,192, estimated above: estimated = true).
+WITH d AS (
+    SELECT v.bucket, hll_union_agg(v.visitors) AS visitors
+    FROM dash_visitor_daily AS v
+    WHERE v.bucket >= least($1::date, $2::date - 29)::timestamp AT TIME ZONE 'UTC'
+      AND v.bucket < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'
+      AND ($3::text = 'true' OR NOT v.is_bot)
+    GROUP BY v.bucket
+), k AS (
+    SELECT coalesce(sum(hll_cardinality(d.visitors)) FILTER (WHERE d.bucket >= $1::date::timestamp AT TIME ZONE 'UTC'), 0)
+               / ($2::date - $1::date + 1) AS dau,
+           coalesce(hll_cardinality(hll_union_agg(d.visitors) FILTER (WHERE d.bucket >= ($2::date - 6)::timestamp AT TIME ZONE 'UTC')), 0) AS wau,
+           coalesce(hll_cardinality(hll_union_agg(d.visitors) FILTER (WHERE d.bucket >= ($2::date - 29)::timestamp AT TIME ZONE 'UTC')), 0) AS mau,
+           coalesce(sum(hll_cardinality(d.visitors)) FILTER (WHERE d.bucket >= ($2::date - 29)::timestamp AT TIME ZONE 'UTC'), 0) / 30.0 AS dau_30
+    FROM d
+)
+SELECT round(k.dau::numeric, 2) AS dau, round(k.wau)::bigint AS wau, round(k.mau)::bigint AS mau,
+       round((k.dau_30 / nullif(k.mau, 0))::numeric, 4) AS stickiness,
+       k.mau > 8192 AS estimated
+FROM k;
+
+-- name: daily_visitors
+-- params: date_from date_to include_bots
+-- Visitors per UTC day of the period (the DAU series).
+SELECT to_char(v.bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+       round(hll_cardinality(hll_union_agg(v.visitors)))::bigint AS visitors
+FROM dash_visitor_daily AS v
+WHERE v.bucket >= $1::date::timestamp AT TIME ZONE 'UTC'
+  AND v.bucket < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'
+  AND ($3::text = 'true' OR NOT v.is_bot)
+GROUP BY v.bucket
+ORDER BY v.bucket;
