@@ -436,8 +436,7 @@ DIM_COLUMNS = (
     "ua_browser",
     "ua_os",
     "device_class",
-    "is_bot",
-)
+)  # is_bot is in COLUMNS (V022 keys the main cells by it too)
 # (referrer_host, traffic_source, channel_group, utm_source, utm_medium, utm_campaign) of a landing.
 LANDINGS = (
     ("www.google.com", "google", "Organic Search", None, None, None),
@@ -663,8 +662,13 @@ def _utc_day(t: datetime) -> date:
     return t.astimezone(ZoneInfo("UTC")).date()
 
 
+def _visitor_key(e: dict) -> str:
+    """V031's visitor: per event, 'u:' || user_id when it has one, else 'c:' || client_id (V005's users)."""
+    return f"u:{e['user_id']}" if e["user_id"] is not None else f"c:{e['client_id']}"
+
+
 def _visitor(e: dict) -> tuple[str, bool]:
-    return (_user_key(e), e["is_bot"])
+    return (_visitor_key(e), e["is_bot"])
 
 
 def retention_cohorts(
@@ -696,7 +700,7 @@ def daily_visitors(
     for e in events:
         d = _utc_day(e["event_timestamp"])
         if first <= d <= last and _bots_ok(e, include_bots):
-            out[d].add(_user_key(e))  # one visitor whether its events are bots' or not (one sketch)
+            out[d].add(_visitor_key(e))  # one visitor whether its events are bots' or not (one sketch)
     return out
 
 
