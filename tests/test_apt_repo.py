@@ -4,9 +4,7 @@ Real apt, apt-ftparchive, gpg and gpgv on the controller; real Debian packages f
 closure: `hello`, later `sl`, cached under /var/cache/sbw-sandbox/apt-repo); moto only for S3. The full
 dwh closure (~650 packages) is left to the end-to-end run; the nspawn host test is test_apt_repo_hosts.py.
 
-The base dpkg status here is synthetic: one installed package (base-files at an old version, so the
-base system has a pending upgrade) and `pkgCacheGen::Essential "none"` so apt does not pull the whole
-essential set into the closure of a base that lacks it (a real base image has it installed).
+The base dpkg status here is synthetic (tests/apt_repo_support.py).
 """
 
 from __future__ import annotations
@@ -25,25 +23,12 @@ from typing import Any
 import pytest
 from sbw_ops import apt_repo
 
+from tests.apt_repo_support import BASE_STATUS, SMALL_BASE_OPTIONS
 from tests.fixtures.moto import S3Bucket, create_bucket, make_client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "repo"
 PACKAGES_KEY = f"{PREFIX}/dists/bookworm/main/binary-amd64/Packages"
-BASE_STATUS = """\
-Package: base-files
-Essential: yes
-Status: install ok installed
-Priority: required
-Section: admin
-Installed-Size: 340
-Maintainer: Santiago Vila <sanvila@debian.org>
-Architecture: amd64
-Version: 12.4
-Description: Debian base system miscellaneous files
-
-"""
-SMALL_BASE_OPTIONS = ('pkgCacheGen::Essential "none";',)
 UPSTREAM = apt_repo.Upstream(apt_options=SMALL_BASE_OPTIONS)
 
 
