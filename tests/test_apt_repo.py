@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from sbw_ops import apt_repo
 
+from tests.ansible_support import play_recap
 from tests.apt_repo_support import BASE_STATUS, SMALL_BASE_OPTIONS
 from tests.fixtures.moto import S3Bucket, create_bucket, make_client
 
@@ -353,12 +354,6 @@ def _run_role(
     )
 
 
-def _recap(stdout: str) -> dict[str, int]:
-    match = re.search(r"localhost\s+:\s+(.*)$", stdout, re.M)
-    assert match, stdout[-3000:]
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
-
-
 def test_role_publishes_and_second_run_changes_nothing(
     s3_bucket: S3Bucket, base_status: Path, tmp_path: Path
 ) -> None:
@@ -368,7 +363,7 @@ def test_role_publishes_and_second_run_changes_nothing(
     first = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert first.returncode == 0, first.stdout[-4000:]
     assert any((fresh_cache / "apt-repo" / "apt-amd64" / "archives").glob("hello_*.deb"))
-    assert _recap(first.stdout)["changed"] >= 2  # key generated, repository published
+    assert play_recap(first.stdout)["localhost"]["changed"] >= 2  # key generated, repository published
     assert (fresh_key_dir / apt_repo.PRIVATE_KEY_NAME).stat().st_mode & 0o777 == 0o600
     assert f"{PREFIX}/dists/bookworm/InRelease" in s3_bucket.keys(PREFIX)
     # S3 stand-in: the role put the stack's anonymous-read statement on the prefix (and only there)
@@ -379,4 +374,4 @@ def test_role_publishes_and_second_run_changes_nothing(
         assert response.status == 200
     second = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert second.returncode == 0, second.stdout[-4000:]
-    assert _recap(second.stdout)["changed"] == 0, second.stdout[-4000:]
+    assert play_recap(second.stdout)["localhost"]["changed"] == 0, second.stdout[-4000:]
