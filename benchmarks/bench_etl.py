@@ -269,7 +269,8 @@ def _idle_calls(bench: Bench, objects: int) -> tuple[int, dict[str, Any]]:
     return fake.lists + fake.gets, idle
 
 
-def _throughput(bench: Bench, objects: int, latency: float) -> float:
+def _timed_run(bench: Bench, objects: int, latency: float) -> tuple[dict[str, Any], float, EtlConfig]:
+    """One ETL run over `objects` one-event objects (fake S3) with `latency`: summary, seconds, config."""
     db = bench.fresh()
     config = bench.config(db)
     fake = FakeS3(objects, latency=latency, events=1)
@@ -277,6 +278,11 @@ def _throughput(bench: Bench, objects: int, latency: float) -> float:
     summary = run_etl(config, fake, connector(config))
     seconds = time.perf_counter() - started
     bench.server.drop_database(db)
+    return summary, seconds, config
+
+
+def _throughput(bench: Bench, objects: int, latency: float) -> float:
+    summary, seconds, _ = _timed_run(bench, objects, latency)
     assert summary["objects_loaded"] == objects
     return objects / seconds
 
@@ -287,13 +293,7 @@ CAPACITY_OBJECTS = 360_000  # one hour at 100 requests/s, one event each
 def _capacity(bench: Bench, objects: int = CAPACITY_OBJECTS, latency: float = 0.020) -> None:
     """The whole path (list, 64 concurrent GETs, parse, staged COPY, bookkeeping, rollup refresh)
     over one hour of 100 req/s traffic, without a deadline, against the deployed timeout."""
-    db = bench.fresh()
-    config = bench.config(db)
-    fake = FakeS3(objects, latency=latency, events=1)
-    started = time.perf_counter()
-    summary = run_etl(config, fake, connector(config))
-    seconds = time.perf_counter() - started
-    bench.server.drop_database(db)
+    summary, seconds, config = _timed_run(bench, objects, latency)
     assert summary["objects_loaded"] == objects and summary["status"] == "succeeded", summary
     rate = objects / seconds
     one_run = rate * (ETL_TIMEOUT_S - config.deadline_margin_seconds) / 3600

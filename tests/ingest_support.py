@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from sbw_clickstream import contract, ingest_handler
 
 from tests.fixtures.moto import S3Bucket
+
+REPO = Path(__file__).resolve().parents[1]
 
 BAD_REQUESTS = Path(__file__).parent / "data" / "bad_requests"
 REGION = "ap-southeast-1"
@@ -140,3 +143,15 @@ def error_text(body: dict[str, Any] | None) -> str:
     parts = [body.get("message", "")]
     parts += [v["message"] for v in body.get("violations", [])]
     return "\n".join(parts)
+
+
+def newer_lambda_src(tmp_path: Path) -> Path:
+    """A copy of lambda_src/ with one contract change, an optional `campaign_id` property: the code a
+    contract fix deploys (for the schema-evolution and replay suites)."""
+    root = tmp_path / "newer_lambda_src"
+    shutil.copytree(REPO / "lambda_src", root, ignore=shutil.ignore_patterns("__pycache__"))
+    schema_path = next((root / "sbw_clickstream" / "schemas").glob("clickstream-event.*.json"))
+    schema = json.loads(schema_path.read_text())
+    schema["properties"]["campaign_id"] = {"type": ["string", "null"], "maxLength": 64}
+    schema_path.write_text(json.dumps(schema, indent=2))
+    return root

@@ -11,7 +11,6 @@ import os
 import selectors
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,22 +51,9 @@ def local_api_process(
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
     """Run `python -m sbw_ops.local_api` on a free port for `bucket`; yield its /clickstream URL."""
-    from sbw_ops.local_api import READY_PREFIX
+    from sbw_ops.local_api import READY_PREFIX, command
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "sbw_ops.local_api",
-        "--port",
-        "0",
-        "--bucket",
-        bucket.name,
-        "--s3-endpoint-url",
-        str(bucket.endpoint_url),
-        *extra_args,
-    ]
-    if cors_origins:
-        cmd += ["--cors-origins", cors_origins]
+    cmd = command(bucket.name, str(bucket.endpoint_url), *extra_args, cors_origins=cors_origins)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=REPO)

@@ -4,9 +4,7 @@ Real apt, apt-ftparchive, gpg and gpgv on the controller; real Debian packages f
 closure: `hello`, later `sl`, cached under /var/cache/sbw-sandbox/apt-repo); moto only for S3. The full
 dwh closure (~650 packages) is left to the end-to-end run; the nspawn host test is test_apt_repo_hosts.py.
 
-The base dpkg status here is synthetic: one installed package (base-files at an old version, so the
-base system has a pending upgrade) and `pkgCacheGen::Essential "none"` so apt does not pull the whole
-essential set into the closure of a base that lacks it (a real base image has it installed).
+The base dpkg status here is synthetic (tests/apt_repo_support.py).
 """
 
 from __future__ import annotations
@@ -25,25 +23,13 @@ from typing import Any
 import pytest
 from sbw_ops import apt_repo
 
+from tests.ansible_support import play_recap
+from tests.apt_repo_support import BASE_STATUS, SMALL_BASE_OPTIONS
 from tests.fixtures.moto import S3Bucket, create_bucket, make_client
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "repo"
 PACKAGES_KEY = f"{PREFIX}/dists/bookworm/main/binary-amd64/Packages"
-BASE_STATUS = """\
-Package: base-files
-Essential: yes
-Status: install ok installed
-Priority: required
-Section: admin
-Installed-Size: 340
-Maintainer: Santiago Vila <sanvila@debian.org>
-Architecture: amd64
-Version: 12.4
-Description: Debian base system miscellaneous files
-
-"""
-SMALL_BASE_OPTIONS = ('pkgCacheGen::Essential "none";',)
 UPSTREAM = apt_repo.Upstream(apt_options=SMALL_BASE_OPTIONS)
 
 
@@ -368,12 +354,6 @@ def _run_role(
     )
 
 
-def _recap(stdout: str) -> dict[str, int]:
-    match = re.search(r"localhost\s+:\s+(.*)$", stdout, re.M)
-    assert match, stdout[-3000:]
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
-
-
 def test_role_publishes_and_second_run_changes_nothing(
     s3_bucket: S3Bucket, base_status: Path, tmp_path: Path
 ) -> None:
@@ -383,7 +363,7 @@ def test_role_publishes_and_second_run_changes_nothing(
     first = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert first.returncode == 0, first.stdout[-4000:]
     assert any((fresh_cache / "apt-repo" / "apt-amd64" / "archives").glob("hello_*.deb"))
-    assert _recap(first.stdout)["changed"] >= 2  # key generated, repository published
+    assert play_recap(first.stdout)["localhost"]["changed"] >= 2  # key generated, repository published
     assert (fresh_key_dir / apt_repo.PRIVATE_KEY_NAME).stat().st_mode & 0o777 == 0o600
     assert f"{PREFIX}/dists/bookworm/InRelease" in s3_bucket.keys(PREFIX)
     # S3 stand-in: the role put the stack's anonymous-read statement on the prefix (and only there)
@@ -394,4 +374,4 @@ def test_role_publishes_and_second_run_changes_nothing(
         assert response.status == 200
     second = _run_role(tmp_path, s3_bucket, base_status, fresh_key_dir, fresh_cache)
     assert second.returncode == 0, second.stdout[-4000:]
-    assert _recap(second.stdout)["changed"] == 0, second.stdout[-4000:]
+    assert play_recap(second.stdout)["localhost"]["changed"] == 0, second.stdout[-4000:]

@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.ansible_support import LOCAL_CONTROLLER, play_recap
 from tests.service_support import free_port
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
@@ -52,13 +53,6 @@ def _env() -> dict[str, str]:
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         **FAKE_AWS,
     }
-
-
-def _recap(stdout: str) -> dict[str, dict[str, int]]:
-    found = {}
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M):
-        found[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
-    return found
 
 
 @dataclass(frozen=True)
@@ -113,12 +107,7 @@ def one_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHostSandbo
         json.dumps(
             {
                 "all": {
-                    "hosts": {
-                        "localhost": {
-                            "ansible_connection": "local",
-                            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                        }
-                    },
+                    "hosts": {"localhost": LOCAL_CONTROLLER},
                     "children": {
                         "sandbox": {
                             "children": {
@@ -205,11 +194,11 @@ def runs(one_host: OneHostSandbox, bucket: Any, tmp_path_factory: pytest.TempPat
 
 def test_republish_and_reconfigure_change_nothing(runs: dict[str, Any]) -> None:
     first_publish, second_publish = runs["publish"]
-    assert _recap(first_publish.stdout)["localhost"]["changed"] >= 1
-    assert _recap(second_publish.stdout)["localhost"]["changed"] == 0, second_publish.stdout[-4000:]
+    assert play_recap(first_publish.stdout)["localhost"]["changed"] >= 1
+    assert play_recap(second_publish.stdout)["localhost"]["changed"] == 0, second_publish.stdout[-4000:]
     first, second = runs["configure"]
-    assert _recap(first.stdout)["dwh"]["changed"] >= 3
-    assert _recap(second.stdout)["dwh"]["changed"] == 0, second.stdout[-4000:]
+    assert play_recap(first.stdout)["dwh"]["changed"] >= 3
+    assert play_recap(second.stdout)["dwh"]["changed"] == 0, second.stdout[-4000:]
 
 
 def test_host_installed_the_packages_from_the_private_repository_only(

@@ -34,6 +34,8 @@ from sbw_ops import platform_etl as etl
 from sbw_ops import platform_observe as observe
 from sbw_ops.platform_base import PlatformConfig, PlatformState
 
+from tests.ansible_support import LOCAL_CONTROLLER
+
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,12 +61,7 @@ def _inventory(directory: Path) -> Path:
 
     hosts = {
         "all": {
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                }
-            },
+            "hosts": {"localhost": LOCAL_CONTROLLER},
             "children": {
                 "sandbox": {
                     "children": {

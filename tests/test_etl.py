@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,12 +25,9 @@ from tests.test_etl_support import (
     connector,
     etl_config,
     make_event,
+    now_s,
     warehouse_rows,
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _fill(source: Source, count: int, start: datetime, step: timedelta, events: int = 2) -> list[str]:
@@ -55,7 +52,7 @@ def source(s3_bucket: S3Bucket) -> Source:
 
 
 def test_happy_path_then_rerun_loads_nothing(dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket) -> None:
-    now = _now()
+    now = now_s()
     keys = _fill(source, 24, now - timedelta(minutes=50), timedelta(minutes=2), events=3)
     config = etl_config(dw_db, source.bucket, ETL_BATCH_OBJECTS=10)
     summary = run_etl(config, s3_bucket.client, connector(config))
@@ -96,7 +93,7 @@ def test_no_new_data_costs_one_list_call_whatever_the_history(
 ) -> None:
     # 3 days of history, many listing pages (page size 10 here, 1000 in production: same logic;
     # benchmarks/bench_etl.py measures 1,000 vs 100,000 objects with the production page size).
-    start = _now() - timedelta(days=3)
+    start = now_s() - timedelta(days=3)
     keys = _fill(source, 60, start, timedelta(hours=1, minutes=10), events=1)
     assert len({k[:18] for k in keys}) >= 3  # crosses day boundaries
     config = etl_config(dw_db, source.bucket, ETL_READ_CONCURRENCY=8, ETL_LIST_PAGE_SIZE=10)
@@ -118,7 +115,7 @@ def test_no_new_data_costs_one_list_call_whatever_the_history(
 def test_late_object_inside_the_lookback_is_loaded(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    now = _now()
+    now = now_s()
     _fill(source, 5, now - timedelta(minutes=5), timedelta(minutes=1))
     config = etl_config(dw_db, source.bucket, ETL_LOOKBACK_MINUTES=15)
     run_etl(config, s3_bucket.client, connector(config))
@@ -143,7 +140,7 @@ def test_late_object_inside_the_lookback_is_loaded(
 def test_poison_objects_are_quarantined_while_the_others_load(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    now = _now()
+    now = now_s()
     t = now - timedelta(minutes=30)
     good = [source.put(t + timedelta(seconds=10 * i), count=2) for i in range(6)]
     poison = {
@@ -183,7 +180,7 @@ def test_poison_objects_are_quarantined_while_the_others_load(
 
 
 def test_both_object_shapes_and_legacy_events(dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket) -> None:
-    now = _now() - timedelta(minutes=10)
+    now = now_s() - timedelta(minutes=10)
     ndjson = source.put(now, count=3)
     pretty = source.put(now + timedelta(seconds=1), count=1, shape="pretty")
     legacy_event = {
@@ -213,7 +210,7 @@ def test_both_object_shapes_and_legacy_events(dw_db: PgDatabase, source: Source,
 def test_backfill_restores_a_day_and_leaves_the_watermark(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    today = _now()
+    today = now_s()
     yesterday = today - timedelta(days=1)
     old = _fill(source, 4, yesterday, timedelta(minutes=5))
     new = _fill(source, 3, today - timedelta(minutes=20), timedelta(minutes=5))
@@ -235,7 +232,7 @@ def test_backfill_restores_a_day_and_leaves_the_watermark(
 
 
 def test_db_down_mid_run_is_retried(dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket) -> None:
-    _fill(source, 30, _now() - timedelta(minutes=60), timedelta(minutes=1))
+    _fill(source, 30, now_s() - timedelta(minutes=60), timedelta(minutes=1))
     proxy = TcpProxy(dw_db.port)
     try:
 
@@ -257,7 +254,7 @@ def test_db_down_mid_run_is_retried(dw_db: PgDatabase, source: Source, s3_bucket
 def test_db_down_for_good_fails_clearly_without_partial_commit(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    keys = sorted(_fill(source, 30, _now() - timedelta(minutes=60), timedelta(minutes=1)))
+    keys = sorted(_fill(source, 30, now_s() - timedelta(minutes=60), timedelta(minutes=1)))
     proxy = TcpProxy(dw_db.port)
     config = etl_config(dw_db, source.bucket, ETL_BATCH_OBJECTS=5, ETL_READ_CONCURRENCY=1, ETL_DB_RETRIES=2)
     try:
@@ -283,7 +280,7 @@ def test_db_down_for_good_fails_clearly_without_partial_commit(
 def test_s3_errors_are_retried_then_fail_clearly(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    _fill(source, 10, _now() - timedelta(minutes=30), timedelta(minutes=1))
+    _fill(source, 10, now_s() - timedelta(minutes=30), timedelta(minutes=1))
     error = ClientError(
         {"Error": {"Code": "InternalError", "Message": "We encountered an internal error"}}, "Get"
     )
@@ -303,7 +300,7 @@ def test_s3_errors_are_retried_then_fail_clearly(
 
 
 def test_overlapping_runs_never_double_load(dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket) -> None:
-    _fill(source, 40, _now() - timedelta(minutes=60), timedelta(minutes=1), events=2)
+    _fill(source, 40, now_s() - timedelta(minutes=60), timedelta(minutes=1), events=2)
     config = etl_config(dw_db, source.bucket, ETL_BATCH_OBJECTS=5)
     holder = dw_db.connect()
     try:
@@ -336,7 +333,7 @@ def test_overlapping_runs_never_double_load(dw_db: PgDatabase, source: Source, s
 def test_budget_stops_before_the_deadline_and_the_next_run_continues(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    keys = sorted(_fill(source, 40, _now() - timedelta(minutes=60), timedelta(minutes=1)))
+    keys = sorted(_fill(source, 40, now_s() - timedelta(minutes=60), timedelta(minutes=1)))
     config = etl_config(
         dw_db, source.bucket, ETL_BATCH_OBJECTS=5, ETL_READ_CONCURRENCY=2, ETL_DEADLINE_MARGIN_SECONDS=20
     )
@@ -398,11 +395,11 @@ def test_handler_reads_the_password_from_ssm_once_per_container(
     stream = io.StringIO()
     previous = etl_handler.logger.registered_handler.setStream(stream)
     try:
-        source.put(_now() - timedelta(minutes=3), count=2)
+        source.put(now_s() - timedelta(minutes=3), count=2)
         first = etl_handler.handler({"id": "evt", "source": "aws.events"}, _Context())
         assert first["status"] == "succeeded" and first["rows_inserted"] == 2
         ssm.delete_parameter(Name=parameter)  # same container: the cached password is used
-        source.put(_now() - timedelta(minutes=2), count=1)
+        source.put(now_s() - timedelta(minutes=2), count=1)
         second = etl_handler.handler({}, _Context())
         assert second["rows_inserted"] == 1
         logged = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -26,13 +26,10 @@ from tests.test_etl_support import (
     connector,
     etl_config,
     make_event,
+    now_s,
     wait_until,
     warehouse_rows,
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _watermark(db: PgDatabase) -> str | None:
@@ -55,7 +52,7 @@ STRAY_KEYS = ("events/_manifest.json", "events/README", "events/tmp/part-0001.js
 def test_stray_keys_are_quarantined_once_and_never_move_the_watermark(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    now = _now()
+    now = now_s()
     first = [source.put(now - timedelta(minutes=30) + timedelta(minutes=i)) for i in range(3)]
     for key in STRAY_KEYS:  # all sort after the date folders ('_' and letters > digits)
         body = json.dumps(make_event(now, source.rng))  # even a valid event: the key decides
@@ -82,7 +79,7 @@ def test_a_watermark_already_on_a_stray_key_is_repaired(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
     # What the old code left behind: the watermark set to a key outside the layout.
-    now = _now()
+    now = now_s()
     loaded = source.put(now - timedelta(minutes=40))
     config = etl_config(dw_db, source.bucket)
     run_etl(config, s3_bucket.client, connector(config))
@@ -117,7 +114,7 @@ class _Faulty:
 def test_permanent_object_errors_quarantine_that_object_and_the_run_goes_on(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    t = _now() - timedelta(minutes=30)
+    t = now_s() - timedelta(minutes=30)
     good = [source.put(t + timedelta(seconds=10 * i), count=2) for i in range(4)]
     denied = source.put_raw(t + timedelta(seconds=5), b"{}")  # e.g. KMS-encrypted: AccessDenied
     corrupt_gzip = source.put_raw(t + timedelta(seconds=15), gzip.compress(b'{"a": 1}\n')[:-12] + b"garbage!")
@@ -191,7 +188,7 @@ def test_a_large_backfill_resumes_where_it_stopped_until_done(dw_db: PgDatabase)
 def test_catch_up_is_o1_when_nothing_is_pending_and_finishes_a_partial_run(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    keys = sorted(source.put(_now() - timedelta(minutes=40) + timedelta(seconds=20 * i)) for i in range(30))
+    keys = sorted(source.put(now_s() - timedelta(minutes=40) + timedelta(seconds=20 * i)) for i in range(30))
     config = etl_config(dw_db, source.bucket, ETL_BATCH_OBJECTS=5, ETL_READ_CONCURRENCY=2)
     catch_up = {"trigger": "catch_up"}
     counting = CountingS3(s3_bucket.client)
@@ -212,7 +209,7 @@ def test_catch_up_is_o1_when_nothing_is_pending_and_finishes_a_partial_run(
 def test_the_lock_holder_is_reported_and_a_stale_one_is_ended(
     dw_db: PgDatabase, source: Source, s3_bucket: S3Bucket
 ) -> None:
-    source.put(_now() - timedelta(minutes=5))
+    source.put(now_s() - timedelta(minutes=5))
     assert dw_db.etl is not None
     holder = dw_db.connect(dw_db.etl)  # a dead run's session: same login, never lets go
     with holder.cursor() as cur:

@@ -22,6 +22,7 @@ from sbw_ops.migrate import DEFAULT_DIRECTORY, apply_migrations
 
 from tests.fixtures.moto import S3Bucket
 from tests.fixtures.postgres import PgDatabase
+from tests.ingest_support import newer_lambda_src
 from tests.test_etl_support import Source, connector, etl_config, make_event
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,17 +31,6 @@ ALTER TABLE public.clickstream_events ADD COLUMN campaign_id text;
 UPDATE public.clickstream_events SET campaign_id = extra ->> 'campaign_id',
     extra = nullif(extra - 'campaign_id', '{}'::jsonb) WHERE extra ? 'campaign_id';
 """
-
-
-def _newer_etl(tmp_path: Path) -> Path:
-    """lambda_src/ with one contract change: an optional `campaign_id` property."""
-    root = tmp_path / "newer_lambda_src"
-    shutil.copytree(REPO / "lambda_src", root, ignore=shutil.ignore_patterns("__pycache__"))
-    schema_path = next((root / "sbw_clickstream" / "schemas").glob("clickstream-event.*.json"))
-    schema = json.loads(schema_path.read_text())
-    schema["properties"]["campaign_id"] = {"type": ["string", "null"], "maxLength": 64}
-    schema_path.write_text(json.dumps(schema, indent=2))
-    return root
 
 
 def _rows(db: PgDatabase) -> dict[str, tuple[str | None, object]]:
@@ -72,7 +62,7 @@ def test_adding_an_optional_field_end_to_end(dw_db: PgDatabase, s3_bucket: S3Buc
     assert dw_db.etl is not None
     env = {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(_newer_etl(tmp_path)),
+        "PYTHONPATH": str(newer_lambda_src(tmp_path)),
         "AWS_ENDPOINT_URL": s3_bucket.endpoint_url or "",
         "AWS_REGION": "ap-southeast-1",
         "AWS_ACCESS_KEY_ID": "testing",

@@ -26,6 +26,11 @@ from sbw_clickstream.keys import event_key, uuid7
 from tests.fixtures.postgres import PgDatabase
 
 
+def now_s() -> datetime:
+    """Now in UTC, to the second (the suites' event times)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 

@@ -105,7 +105,7 @@ def _assert_round_trip(sent: dict[str, Any], stored: dict[str, Any]) -> None:
             assert stored[name] is not None
             continue
         assert stored[name] == value and type(stored[name]) is type(value), name
-    # client_event_timestamp: only for a batch with sent_at (tests/test_ingest_partial.py)
+    # client_event_timestamp: only for a batch with sent_at (tests/test_ingest_exactly_once.py)
     enrichment = set(contract.ENRICHMENT_FIELDS) - {"client_event_timestamp"}
     assert set(stored) == set(sent) | set(DERIVED_WHEN_NULL) | enrichment
     assert contract.validate_stored_event(stored) == []

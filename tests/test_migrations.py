@@ -10,8 +10,8 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 from sbw_clickstream.contract import ENRICHMENT_FIELDS, EVENT_FIELDS, STORED_FIELD_DEFAULTS
-from sbw_clickstream.etl_load import load_statements
 from sbw_clickstream.etl_read import COPY_COLUMNS
+from sbw_clickstream.etl_sql import load_statements
 from sbw_ops.migrate import DEFAULT_DIRECTORY, MigrationError, apply_migrations, load_migrations
 
 from tests.fixtures.postgres import PgDatabase

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,23 +23,12 @@ from sbw_ops import replay_failed
 
 from tests.fixtures.moto import S3Bucket
 from tests.fixtures.postgres import PgDatabase
-from tests.ingest_support import apigw_event, call, configure, valid_event
+from tests.ingest_support import apigw_event, call, configure, newer_lambda_src, valid_event
 from tests.service_support import running_local_api, stored_events
 from tests.test_etl_support import connector, etl_config
 
 REPO = Path(__file__).resolve().parents[1]
 JSON = {"Content-Type": "application/json"}
-
-
-def _newer_lambda_src(tmp_path: Path) -> Path:
-    """lambda_src/ with one contract change: an optional `campaign_id` property."""
-    root = tmp_path / "newer_lambda_src"
-    shutil.copytree(REPO / "lambda_src", root, ignore=shutil.ignore_patterns("__pycache__"))
-    schema_path = next((root / "sbw_clickstream" / "schemas").glob("clickstream-event.*.json"))
-    schema = json.loads(schema_path.read_text())
-    schema["properties"]["campaign_id"] = {"type": ["string", "null"], "maxLength": 64}
-    schema_path.write_text(json.dumps(schema, indent=2))
-    return root
 
 
 def _playbook(s3: S3Bucket, pythonpath: str, **extra: str) -> dict[str, Any]:
@@ -97,7 +85,7 @@ def test_replay_after_a_contract_change_loads_the_records_once_even_twice(
     assert status == 400
     assert len(s3_bucket.keys("failed/")) == 3
 
-    newer = f"{REPO / 'controller'}:{_newer_lambda_src(tmp_path)}"
+    newer = f"{REPO / 'controller'}:{newer_lambda_src(tmp_path)}"
     dry = _playbook(s3_bucket, newer, sbw_replay_dry_run="true")
     assert (dry["replayed_events"], dry["objects_written"], dry["changed"]) == (3, 0, False)
     first = _playbook(s3_bucket, newer)

@@ -24,6 +24,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.ansible_support import LOCAL_CONTROLLER, play_recap
 from tests.service_support import free_port
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
@@ -75,12 +76,6 @@ class Sandbox:
         return f"{self.name}-{host}"
 
 
-def _recap(stdout: str) -> dict[str, int]:
-    match = re.search(r"^localhost\s*:\s*(.*)$", stdout, re.MULTILINE)
-    assert match, stdout[-2000:]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
-
-
 def _write_inventory(path: Path, name: str, state_dir: Path, run_dir: Path, moto_port: int) -> None:
     def host(spec: dict[str, str], route_out: bool, ec2_name: str, role: str) -> dict[str, object]:
         return {
@@ -100,12 +95,7 @@ def _write_inventory(path: Path, name: str, state_dir: Path, run_dir: Path, moto
                 "sandbox_run_dir": str(run_dir),
                 "sandbox_moto_port": moto_port,
             },
-            "hosts": {
-                "localhost": {
-                    "ansible_connection": "local",
-                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                }
-            },
+            "hosts": {"localhost": LOCAL_CONTROLLER},
             "children": {
                 "sandbox": {
                     "vars": {
@@ -209,7 +199,7 @@ def test_hosts_boot_with_systemd_and_answer_over_nsenter(sandbox: Sandbox) -> No
 
 
 def test_present_twice_changes_nothing(sandbox: Sandbox) -> None:
-    recap = _recap(sandbox.run().stdout)
+    recap = play_recap(sandbox.run().stdout)["localhost"]
     assert recap["changed"] == 0
     assert recap["failed"] == 0
 
@@ -301,7 +291,7 @@ def test_absent_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert len(before) == len(set(pids)) >= 2 + 2 + 1 + 4  # 2 guests, 2 nspawn, moto, 4 forwarders
 
     result = sandbox.run("-e", "sandbox_state=absent")
-    assert _recap(result.stdout)["failed"] == 0
+    assert play_recap(result.stdout)["localhost"]["failed"] == 0
 
     after = _processes()
     assert [pid for pid, cmd in before.items() if after.get(pid) == cmd] == []
@@ -315,4 +305,4 @@ def test_absent_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert not sandbox.run_dir.exists()
     assert not Path(f"/run/sbw-sandbox-apt-proxy/users/{sandbox.name}").exists()
     # A second absent is a no-op.
-    assert _recap(sandbox.run("-e", "sandbox_state=absent").stdout)["changed"] == 0
+    assert play_recap(sandbox.run("-e", "sandbox_state=absent").stdout)["localhost"]["changed"] == 0

@@ -12,7 +12,6 @@ namespace (`nsenter --net`), with the controller's Python and psycopg2.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import psycopg2
 import pytest
 import yaml
 
+from tests.ansible_support import ansible_env, play_recap
 from tests.service_support import free_port
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
@@ -36,22 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 BLOCK = 160  # 198.18.0.160/28: webdb in .160/29, dwh in .168/29
 WEBDB = f"198.18.0.{BLOCK + 2}"
 DWH = f"198.18.0.{BLOCK + 10}"
-_RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
-
-
-def ansible_env() -> dict[str, str]:
-    """Environment of the ansible-playbook runs: the venv first on PATH, fake AWS credentials (moto)."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "ap-southeast-1",
-    }
 
 
 def sandbox_inventory(base: Path, block: int) -> tuple[Path, dict[str, Any]]:
@@ -92,15 +76,6 @@ def run_playbook(
         timeout=3600,
         check=False,
     )
-
-
-def play_recap(stdout: str) -> dict[str, dict[str, int]]:
-    """`PLAY RECAP` lines -> {host: {"ok": n, "changed": n, ...}} (the last recap of the output)."""
-    recap = stdout.rsplit("PLAY RECAP", 1)[-1]
-    return {
-        m["host"]: {k: int(v) for k, v in (pair.split("=") for pair in m["counts"].split())}
-        for m in _RECAP.finditer(recap)
-    }
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 nothing), the resources moto models asserted through the AWS APIs, and inventory/aws_ec2.yml run against
 the result.
 
-Known gaps of moto 5.2 (tests/test_cfn_templates.py asserts these parts on the parsed templates instead):
+Known gaps of moto 5.2 (tests/test_cfn_*.py assert these parts on the parsed templates instead):
 - Not modelled in its CloudFormation, skipped silently: AWS::ApiGatewayV2::* (the HTTP API and stage),
   AWS::S3::BucketPolicy (TLS-only, aws:sourceVpce), AWS::EC2::SecurityGroupEgress and inline egress rules,
   AWS::CloudWatch::Alarm, AWS::SNS::Subscription, AWS::SNS::TopicPolicy,
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -42,7 +41,10 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from sbw_ops.moto_server import MotoServer, start_moto_server
+from sbw_ops.moto_server import MotoServer
+
+from tests.ansible_support import ansible_env, play_recap
+from tests.fixtures.moto import running_moto_server
 
 pytestmark = [pytest.mark.xdist_group("stacks_moto"), pytest.mark.slow]
 
@@ -70,17 +72,9 @@ class Deployment:
 
 
 def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
+    return ansible_env(
+        ANSIBLE_DEPRECATION_WARNINGS="0", AWS_SESSION_TOKEN="testing", AWS_DEFAULT_REGION=REGION
+    )
 
 
 def run_stacks(endpoint_url: str, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -132,20 +126,11 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def recap(run: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    match = re.search(r"localhost\s*:\s*(.*)", run.stdout.split("PLAY RECAP")[-1])
-    assert match, run.stdout[-3000:]
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """A moto server of this module's own: the stacks use fixed names (functions, rules, log groups)."""
-    server = start_moto_server(tmp_path_factory.mktemp("stacks-moto") / "moto.log")
-    try:
+    with running_moto_server(tmp_path_factory.mktemp("stacks-moto") / "moto.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +145,7 @@ def deployment(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> De
 
 
 def test_second_run_changes_nothing(deployment: Deployment) -> None:
-    first, second = (recap(r) for r in deployment.runs)
+    first, second = (play_recap(r.stdout)["localhost"] for r in deployment.runs)
     assert first["failed"] == 0 and first["changed"] >= 8  # eight stacks created
     assert second["failed"] == 0 and second["changed"] == 0, deployment.runs[1].stdout[-4000:]
 
@@ -208,7 +193,7 @@ def test_data_stacks_are_protected(deployment: Deployment) -> None:
 
 def test_alarm_topic_and_parameter_key(deployment: Deployment) -> None:
     """The alerts topic every alarm notifies, and the /sbw/* parameters' key the roles write with, exist
-    and are what the facts name (the alarms themselves moto does not model: test_cfn_templates)."""
+    and are what the facts name (the alarms themselves moto does not model: test_cfn_alarms)."""
     topic_arn = deployment.facts["sbw_alarm_topic_arn"]
     assert topic_arn == f"arn:aws:sns:{REGION}:123456789012:sbw-clickstream-alarms"
     topics = {t["TopicArn"] for t in deployment.client("sns").list_topics()["Topics"]}
@@ -470,7 +455,7 @@ def test_instances_tags_subnets_and_addresses(deployment: Deployment) -> None:
     for arn in profiles:
         (role,) = iam.get_instance_profile(InstanceProfileName=arn.split("/")[-1])["InstanceProfile"]["Roles"]
         roles.add(role["RoleName"])
-        # moto lists no attached policies for a role's ManagedPolicyArns (a gap; test_cfn_templates reads
+        # moto lists no attached policies for a role's ManagedPolicyArns (a gap; test_cfn_hosts reads
         # the template): only the absence of the AWS-managed core policy is asserted here.
         attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
         assert [a["PolicyArn"] for a in attached if "AmazonSSMManagedInstanceCore" in a["PolicyArn"]] == []
@@ -550,10 +535,9 @@ def _inventory_copy(deployment: Deployment) -> Path:
     return path
 
 
-def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> None:
-    inventory = _inventory_copy(deployment)
-    graph = subprocess.run(
-        ["ansible-inventory", "-i", str(inventory), "--graph"],
+def _ansible_inventory(inventory: Path, *args: str) -> str:
+    return subprocess.run(
+        ["ansible-inventory", "-i", str(inventory), *args],
         capture_output=True,
         text=True,
         env=_env(),
@@ -561,22 +545,15 @@ def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> 
         check=True,
         timeout=300,
     ).stdout
+
+
+def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> None:
+    inventory = _inventory_copy(deployment)
+    graph = _ansible_inventory(inventory, "--graph")
     webdb, dwh = deployment.facts["sbw_webdb_instance_id"], deployment.facts["sbw_dwh_instance_id"]
     assert re.search(rf"@role_webdb:\n[ |]*--{webdb}\n", graph), graph
     assert re.search(rf"@role_dwh:\n[ |]*--{dwh}\n", graph), graph
-    listing = _unwrap(
-        json.loads(
-            subprocess.run(
-                ["ansible-inventory", "-i", str(inventory), "--list"],
-                capture_output=True,
-                text=True,
-                env=_env(),
-                cwd=REPO,
-                check=True,
-                timeout=300,
-            ).stdout
-        )
-    )
+    listing = _unwrap(json.loads(_ansible_inventory(inventory, "--list")))
     assert listing["role_webdb"]["hosts"] == [webdb]
     assert listing["role_dwh"]["hosts"] == [dwh]
     for instance_id, name in ((webdb, "SBW_EC2_WebDB"), (dwh, "SBW_EC2_ShinyDWH")):

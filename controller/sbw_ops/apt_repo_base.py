@@ -79,6 +79,10 @@ class PublishResult:
     uploaded_debs: list[str] = dataclasses.field(default_factory=list)
     uploaded_indices: list[str] = dataclasses.field(default_factory=list)
     fingerprint: str = ""
+    # The published `Packages` before this run (None: nothing published) and the one it publishes:
+    # the sbw.ops.apt_repo_publish module's diff. Not part of as_dict().
+    index_before: bytes | None = None
+    index_after: bytes = b""
 
     @property
     def changed(self) -> bool:

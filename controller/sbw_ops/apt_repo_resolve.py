@@ -14,18 +14,24 @@ from pathlib import Path
 from sbw_ops.apt_repo_base import _INHERITED_APT, _PRINT_URI, AptRepoError, DebRef, Upstream, _locked, _run
 
 
-def extract_base_status(tarball: Path, out: Path) -> bool:
-    """Copy var/lib/dpkg/status out of a root tarball; True when `out` changed."""
+def read_base_status(tarball: Path) -> str:
+    """The var/lib/dpkg/status of a root tarball (read only)."""
     result = _run(
         ["tar", "-xOf", str(tarball), "--wildcards", "--no-anchored", "var/lib/dpkg/status"],
         f"reading dpkg status from {tarball}",
     )
     if not result.stdout.startswith("Package:"):
         raise AptRepoError(f"{tarball} holds no var/lib/dpkg/status")
-    if out.exists() and out.read_text() == result.stdout:
+    return result.stdout
+
+
+def extract_base_status(tarball: Path, out: Path) -> bool:
+    """Copy var/lib/dpkg/status out of a root tarball; True when `out` changed."""
+    status = read_base_status(tarball)
+    if out.exists() and out.read_text() == status:
         return False
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.stdout)
+    out.write_text(status)
     return True
 
 

@@ -9,20 +9,16 @@ subject. Events that stay keep their ids: a legacy event without `event_id` gets
 derived for it (its line number changes in the rewritten object), so a later backfill loads
 nothing twice and nothing erased.
 
-    python -m sbw_ops.erase --bucket B --kind user_id --value V --keys-file keys.txt
-prints a JSON summary: {"rewritten", "deleted", "unchanged", "failed_deleted"}.
+The playbook runs it through the module sbw.ops.erase_objects (check mode counts, changes nothing);
+`erase()` returns {"rewritten", "deleted", "unchanged", "failed_deleted"}.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 from collections.abc import Iterable
 from typing import Any
 
-import boto3
 from sbw_clickstream.etl_read import GZIP_MAGIC, ObjectError, derive_event_id, gunzip, parse_events
 from sbw_clickstream.keys import FAILED_PREFIX
 
@@ -42,8 +38,11 @@ def _delete_other_versions(s3: Any, bucket: str, key: str, keep: str | None) -> 
                 s3.delete_object(Bucket=bucket, Key=key, VersionId=item["VersionId"])
 
 
-def rewrite_object(s3: Any, bucket: str, key: str, kind: str, value: str) -> str:
-    """'rewritten', 'deleted' (nothing else was in it) or 'unchanged' (not the subject's, or gone)."""
+def rewrite_object(s3: Any, bucket: str, key: str, kind: str, value: str, dry_run: bool = False) -> str:
+    """'rewritten', 'deleted' (nothing else was in it) or 'unchanged' (not the subject's, or gone).
+
+    `dry_run`: say which it would be, change nothing.
+    """
     try:
         data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
@@ -60,6 +59,8 @@ def rewrite_object(s3: Any, bucket: str, key: str, kind: str, value: str) -> str
         kept.append(event)
     if len(kept) == len(events):
         return "unchanged"
+    if dry_run:
+        return "deleted" if not kept else "rewritten"
     if not kept:
         s3.delete_object(Bucket=bucket, Key=key)
         _delete_other_versions(s3, bucket, key, None)
@@ -70,23 +71,27 @@ def rewrite_object(s3: Any, bucket: str, key: str, kind: str, value: str) -> str
     return "rewritten"
 
 
-def erase_failed(s3: Any, bucket: str, value: str) -> int:
+def erase_failed(s3: Any, bucket: str, value: str, dry_run: bool = False) -> int:
     """Delete (all versions of) every failed/ record whose body contains the identifier as a JSON
-    string; the records are rejected requests, kept for diagnosis only."""
+    string; the records are rejected requests, kept for diagnosis only. `dry_run`: only count them."""
     needle = json.dumps(value).encode("utf-8")
     deleted = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=FAILED_PREFIX):
         for item in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             if needle in body or needle.replace(b'"', b'\\"') in body:
+                deleted += 1
+                if dry_run:
+                    continue
                 s3.delete_object(Bucket=bucket, Key=item["Key"])
                 _delete_other_versions(s3, bucket, item["Key"], None)
-                deleted += 1
     return deleted
 
 
-def erase(s3: Any, bucket: str, kind: str, value: str, keys: Iterable[str]) -> dict[str, int]:
-    """Rewrite the raw objects of `keys` without the subject, then clean failed/."""
+def erase(
+    s3: Any, bucket: str, kind: str, value: str, keys: Iterable[str], dry_run: bool = False
+) -> dict[str, int]:
+    """Rewrite the raw objects of `keys` without the subject, then clean failed/ (`dry_run`: count only)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     if not value:
@@ -94,32 +99,8 @@ def erase(s3: Any, bucket: str, kind: str, value: str, keys: Iterable[str]) -> d
     counts = {"rewritten": 0, "deleted": 0, "unchanged": 0}
     for key in keys:
         try:
-            counts[rewrite_object(s3, bucket, key, kind, value)] += 1
+            counts[rewrite_object(s3, bucket, key, kind, value, dry_run)] += 1
         except ObjectError as exc:
             raise ObjectError(f"{key}: cannot be rewritten ({exc}); nothing of it was changed") from None
-    counts["failed_deleted"] = erase_failed(s3, bucket, value)
+    counts["failed_deleted"] = erase_failed(s3, bucket, value, dry_run)
     return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--kind", required=True, choices=KINDS)
-    parser.add_argument("--value", required=True)
-    parser.add_argument("--keys-file", required=True, help="raw keys from dw_erase_subject, one a line")
-    args = parser.parse_args(argv)
-    with open(args.keys_file, encoding="utf-8") as handle:
-        keys = [line.strip() for line in handle if line.strip()]
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "ap-southeast-1"
-    s3 = boto3.client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    try:
-        counts = erase(s3, args.bucket, args.kind, args.value, keys)
-    except (ValueError, ObjectError) as exc:
-        print(f"erase: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(counts))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

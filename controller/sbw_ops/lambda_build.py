@@ -177,15 +177,21 @@ def build(
     requirements: Path = REQUIREMENTS,
     package_dir: Path = PACKAGE_DIR,
     deps_cache: Path | None = None,
+    dry_run: bool = False,
 ) -> BuildResult:
-    """Build the zip into `out_dir` as `sbw-clickstream-<sha256>.zip` (nothing written if it exists)."""
+    """Build the zip into `out_dir` as `sbw-clickstream-<sha256>.zip` (nothing written if it exists).
+
+    `dry_run` (the module's check mode): build in a throw-away directory and report the path the zip
+    would have and whether it would be new; nothing is written to `out_dir`.
+    """
     if not requirements.is_file():
         raise FileNotFoundError(f"{requirements} is missing: the Lambda runtime requirements are needed")
     deps_dir = install_dependencies(requirements, deps_cache)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        scratch_dir = Path(tempfile.gettempdir()) if dry_run else out_dir
+        scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
-            dir=out_dir, prefix=".building-", suffix=".zip", delete=False
+            dir=scratch_dir, prefix=".building-", suffix=".zip", delete=False
         ) as tmp:
             scratch = Path(tmp.name)
         write_zip(iter_entries(package_dir, deps_dir), scratch)
@@ -196,7 +202,7 @@ def build(
     sha = hashlib.sha256(data).hexdigest()
     final = out_dir / f"{NAME}-{sha}.zip"
     changed = not final.exists()
-    if changed:
+    if changed and not dry_run:
         scratch.replace(final)
     else:
         scratch.unlink()

@@ -232,6 +232,15 @@ def serve(
     return LocalApi(server).start()
 
 
+def command(
+    bucket: str, s3_endpoint_url: str, *extra_args: str, cors_origins: str | None = None
+) -> list[str]:
+    """The command line that runs this module on a free port (it prints READY_PREFIX + its URL)."""
+    cmd = [sys.executable, "-m", "sbw_ops.local_api", "--port", "0", "--bucket", bucket]
+    cmd += ["--s3-endpoint-url", s3_endpoint_url, *extra_args]
+    return cmd + (["--cors-origins", cors_origins] if cors_origins else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the ingest Lambda handler over HTTP on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = a free port)")

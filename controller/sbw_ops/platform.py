@@ -33,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sbw_ops import local_api
 from sbw_ops.local_api import READY_PREFIX
 from sbw_ops.platform_base import (
     APP_PASSWORD_PARAM,
@@ -94,21 +95,9 @@ def step_local_api(state: PlatformState, timeout: float = 60.0) -> None:
     state.save()
     os.environ.update({k: v for k, v in aws_env().items() if k.startswith("AWS_")})
     log_path = state.directory / "local_api.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "sbw_ops.local_api",
-        "--port",
-        "0",
-        "--bucket",
-        state.data["raw_bucket"],
-        "--s3-endpoint-url",
-        state.data["s3_endpoint_url"],
-        "--region",
-        REGION,
-        "--cors-origins",
-        DEMO_ORIGIN,
-    ]
+    cmd = local_api.command(
+        state.data["raw_bucket"], state.data["s3_endpoint_url"], "--region", REGION, cors_origins=DEMO_ORIGIN
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(

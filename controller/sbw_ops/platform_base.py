@@ -169,11 +169,16 @@ class PlaybookRun:
 
     def recap(self) -> dict[str, dict[str, int]]:
         """`PLAY RECAP` of the last play -> {host: {"ok": n, "changed": n, ...}}."""
-        tail = self.stdout.rsplit("PLAY RECAP", 1)[-1]
-        return {
-            m["host"]: {k: int(v) for k, v in (pair.split("=") for pair in m["counts"].split())}
-            for m in _RECAP.finditer(tail)
-        }
+        return play_recap(self.stdout)
+
+
+def play_recap(stdout: str) -> dict[str, dict[str, int]]:
+    """The last `PLAY RECAP` of ansible-playbook's output -> {host: {"ok": n, "changed": n, ...}}."""
+    tail = stdout.rsplit("PLAY RECAP", 1)[-1]
+    return {
+        m["host"]: {k: int(v) for k, v in (pair.split("=") for pair in m["counts"].split())}
+        for m in _RECAP.finditer(tail)
+    }
 
 
 def run_playbook(

@@ -25,83 +25,20 @@ import psycopg2.extras
 
 from sbw_clickstream.etl_read import COPY_COLUMNS, ObjectResult, quarantined
 from sbw_clickstream.etl_retry import EtlError, RetryPolicy
+from sbw_clickstream.etl_sql import (
+    BACKFILL_CURSOR_SQL,
+    BACKFILL_START_SQL,
+    COLUMNS_SQL,
+    HOLDER_SQL,
+    OBJECTS_SQL,
+    WATERMARK_SQL,
+    load_statements,
+)
 
 T = TypeVar("T")
 
 # pg_try_advisory_lock key of SBW_Lamda_ETL (per database).
 ETL_LOCK_KEY = 0x5B3E_7A11
-
-# The warehouse's columns and their types, read from the catalog (readable without any privilege
-# on the table): the staging table copies them, so adding a column is one migration, no ETL edit.
-_COLUMNS_SQL = (
-    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-    "WHERE a.attrelid = 'public.clickstream_events'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-)
-# Columns without which nothing can load (the others may lag behind the contract: see `extra`).
-_REQUIRED_COLUMNS = ("event_id", "event_timestamp", "event_name", "extra", "source_key")
-
-
-def load_statements(types: dict[str, str]) -> tuple[tuple[str, ...], str, str, str]:
-    """(COPY columns present in the warehouse, staging DDL, COPY, INSERT) for its column types."""
-    missing = [name for name in _REQUIRED_COLUMNS if name not in types]
-    if missing:
-        raise EtlError(
-            f"clickstream_events has no column {', '.join(missing)}: apply the warehouse migrations "
-            "(dw_schema role) before this ETL"
-        )
-    columns = tuple(name for name in COPY_COLUMNS if name in types)
-    names = ", ".join(columns)
-    ddl = (
-        "CREATE TEMP TABLE IF NOT EXISTS etl_stage ("
-        + ", ".join(f"{name} {types[name]}" for name in columns)
-        + ") ON COMMIT DELETE ROWS"
-    )
-    copy = f"COPY etl_stage ({names}) FROM STDIN"
-    insert = (
-        f"INSERT INTO public.clickstream_events ({names}) "
-        f"SELECT {names} FROM etl_stage ON CONFLICT DO NOTHING"
-    )
-    return columns, ddl, copy, insert
-
-
-_OBJECTS_SQL = (
-    "INSERT INTO public.etl_objects (object_key, etag, size_bytes, status, rows_in_object, error, run_id) "
-    "VALUES %s ON CONFLICT (object_key) DO UPDATE SET etag = EXCLUDED.etag, "
-    "size_bytes = EXCLUDED.size_bytes, status = EXCLUDED.status, "
-    "rows_in_object = EXCLUDED.rows_in_object, error = EXCLUDED.error, "
-    "run_id = EXCLUDED.run_id, processed_at = now()"
-)
-_WATERMARK_SQL = (
-    "INSERT INTO public.etl_watermarks AS w (prefix, last_key) VALUES (%s, %s) "
-    "ON CONFLICT (prefix) DO UPDATE SET "
-    'last_key = GREATEST(w.last_key COLLATE "C", EXCLUDED.last_key COLLATE "C"), updated_at = now()'
-)
-
-
-# The session holding the run lock (a bigint advisory key is classid:objid, objsubid 1).
-_HOLDER_SQL = (
-    "SELECT a.pid, a.usename::text, a.application_name, host(a.client_addr), a.backend_start, a.state, "
-    "a.state_change, extract(epoch FROM now() - a.backend_start), a.usename = current_user "
-    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND (l.classid::bigint << 32 | l.objid::bigint) = %s"
-)
-_BACKFILL_START_SQL = (
-    "INSERT INTO public.etl_backfills AS b (range_from, range_to, runs) VALUES (%s, %s, 1) "
-    "ON CONFLICT (range_from, range_to) DO UPDATE SET runs = b.runs + 1, updated_at = now(), "
-    # A finished range asked again starts over.
-    "cursor_key = CASE WHEN b.finished_at IS NULL THEN b.cursor_key END, "
-    "objects_done = CASE WHEN b.finished_at IS NULL THEN b.objects_done ELSE 0 END, "
-    "rows_inserted = CASE WHEN b.finished_at IS NULL THEN b.rows_inserted ELSE 0 END, "
-    "started_at = CASE WHEN b.finished_at IS NULL THEN b.started_at ELSE now() END, "
-    "finished_at = NULL "
-    "RETURNING cursor_key, objects_done"
-)
-_BACKFILL_CURSOR_SQL = (
-    "UPDATE public.etl_backfills SET cursor_key = %s, objects_done = objects_done + %s, "
-    "rows_inserted = rows_inserted + %s, updated_at = now() WHERE range_from = %s AND range_to = %s"
-)
 
 
 class LockNotRetakenError(RuntimeError):
@@ -170,7 +107,7 @@ class Warehouse:
                     cur.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key,))
                     locked = bool(cur.fetchone()[0])
             if locked:
-                cur.execute(_COLUMNS_SQL)
+                cur.execute(COLUMNS_SQL)
                 self.columns, ddl, self._copy_sql, self._insert_sql = load_statements(dict(cur.fetchall()))
                 cur.execute(ddl)
         conn.commit()
@@ -181,7 +118,7 @@ class Warehouse:
 
     def _holder(self, cur: Any) -> dict[str, Any] | None:
         """The session holding the run lock, as pg_stat_activity shows it (None: gone meanwhile)."""
-        cur.execute(_HOLDER_SQL, (self._lock_key,))
+        cur.execute(HOLDER_SQL, (self._lock_key,))
         row = cur.fetchone()
         if row is None:
             return None
@@ -302,7 +239,7 @@ class Warehouse:
 
         def start() -> tuple[str | None, int]:
             with self._conn.cursor() as cur:
-                cur.execute(_BACKFILL_START_SQL, range_id)
+                cur.execute(BACKFILL_START_SQL, range_id)
                 cursor, done = cur.fetchone()
             self._conn.commit()
             return cursor, int(done)
@@ -453,7 +390,7 @@ class Warehouse:
         with conn.cursor() as cur:
             self._bookkeeping(cur, final, prefix, watermark, run_id)
             if backfill is not None and final:
-                cur.execute(_BACKFILL_CURSOR_SQL, (final[-1].ref.key, len(final), inserted, *backfill))
+                cur.execute(BACKFILL_CURSOR_SQL, (final[-1].ref.key, len(final), inserted, *backfill))
         conn.commit()
         return BatchOutcome(staged, inserted, final)
 
@@ -500,9 +437,9 @@ class Warehouse:
         if results:
             psycopg2.extras.execute_values(
                 cur,
-                _OBJECTS_SQL,
+                OBJECTS_SQL,
                 [(r.ref.key, r.ref.etag, r.ref.size, r.status, r.rows, r.error, run_id) for r in results],
                 page_size=1000,
             )
         if watermark is not None:
-            cur.execute(_WATERMARK_SQL, (prefix, watermark))
+            cur.execute(WATERMARK_SQL, (prefix, watermark))

@@ -1,0 +1,162 @@
+"""The hosts stack: Debian instances with IMDSv2, encrypted volumes and the SSM agent, one least-privilege
+role per host, and the parameter key's policy.
+
+Parsed templates (tests/cfn_support.py); what moto does not model is checked here (tests/test_stacks_moto.py
+lists the gaps).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.cfn_support import (
+    REPO,
+    actions,
+    allows,
+    default,
+    glob_match,
+    plain,
+    props,
+    resources,
+    role_statements,
+    stack_tasks,
+    template,
+)
+
+
+def test_hosts_debian_imdsv2_encrypted_ssm_agent_and_tags() -> None:
+    # Pinned to a dated release (issue 16): "latest" would replace both instances at the next update after
+    # Debian publishes an AMI. The playbook's default is the template's.
+    pinned = default("hosts", "DebianAmiParameter")
+    assert re.fullmatch(r"/aws/service/debian/release/12/[0-9]{8}-[0-9]+/amd64", pinned)
+    settle = next(t for t in stack_tasks() if "sbw_stacks" in t.get("ansible.builtin.set_fact", {}))
+    settings = settle["ansible.builtin.set_fact"]["sbw_stacks"]
+    release = re.search(r"default\('([0-9]{8}-[0-9]+)'\)", settings["debian_release"]).group(1)
+    assert pinned == f"/aws/service/debian/release/12/{release}/amd64"
+    assert f"default('{release}')" in settings["debian_ami_parameter"]
+    lt = props("hosts", "HostLaunchTemplate")["LaunchTemplateData"]["MetadataOptions"]
+    assert lt["HttpTokens"] == "required"
+    expected = {
+        "WebDbInstance": ("SBW_EC2_WebDB", "webdb", "PublicSubnetId", "SgOltpWebDbId"),
+        "DwhInstance": ("SBW_EC2_ShinyDWH", "dwh", "PrivateSubnetId", "SgAnalyticsShinyDwhId"),
+    }
+    for logical_id, (name, role, subnet, sg) in expected.items():
+        p = props("hosts", logical_id)
+        assert plain(p["ImageId"]) == {"Fn::Sub": "{{resolve:ssm:${DebianAmiParameter}}}"}
+        assert plain(p["LaunchTemplate"]["LaunchTemplateId"]) == {"Ref": "HostLaunchTemplate"}
+        assert plain(p["SubnetId"]) == {"Ref": subnet}
+        assert plain(p["SecurityGroupIds"]) == [{"Ref": sg}]
+        assert all(m["Ebs"]["Encrypted"] is True for m in p["BlockDeviceMappings"])
+        tags = {t["Key"]: plain(t["Value"]) for t in p["Tags"]}
+        assert tags["Name"] == name and tags["Role"] == role and tags["Project"] == {"Ref": "ProjectName"}
+        user_data = plain(p["UserData"])["Fn::Base64"]["Fn::Sub"]
+        assert "amazon-ssm-${AWS::Region}/latest/debian_amd64/amazon-ssm-agent.deb" in user_data
+        assert "https://s3.${AWS::Region}.amazonaws.com/" in user_data
+        assert "systemctl enable --now amazon-ssm-agent" in user_data
+        assert "NetworkInterfaces" not in p
+    # Only the public host gets a public address (Elastic IP); the private one none.
+    (eip,) = resources("hosts", "AWS::EC2::EIP").values()
+    assert plain(eip["Properties"]["InstanceId"]) == {"Ref": "WebDbInstance"}
+
+
+def test_one_role_per_host_without_the_managed_ssm_core_policy() -> None:
+    profiles = {
+        lid: plain(props("hosts", lid)["IamInstanceProfile"]) for lid in ("WebDbInstance", "DwhInstance")
+    }
+    assert profiles == {
+        "WebDbInstance": {"Ref": "WebDbInstanceProfile"},
+        "DwhInstance": {"Ref": "DwhInstanceProfile"},
+    }
+    assert plain(props("hosts", "WebDbInstanceProfile")["Roles"]) == [{"Ref": "WebDbRole"}]
+    assert plain(props("hosts", "DwhInstanceProfile")["Roles"]) == [{"Ref": "DwhRole"}]
+    assert set(resources("hosts", "AWS::IAM::Role")) == {"WebDbRole", "DwhRole"}
+    for role in ("WebDbRole", "DwhRole"):
+        assert plain(props("hosts", role)["ManagedPolicyArns"]) == [{"Ref": "SsmManagedInstancePolicy"}]
+
+
+@pytest.mark.parametrize("role", ["WebDbRole", "DwhRole"])
+def test_no_host_reads_project_parameters_or_decrypts(role: str) -> None:
+    """Ansible reads the passwords on the controller; a host role reads no /sbw/* parameter at all."""
+    statements = role_statements("hosts", role)
+    for action in (
+        "ssm:GetParameter",
+        "ssm:GetParameters",
+        "ssm:GetParametersByPath",
+        "ssm:GetParameterHistory",
+    ):
+        for parameter in (
+            "/sbw/dwh/etl_password",
+            "/sbw/dwh/dashboard_password",
+            "/sbw/webdb/app_password",
+            "/sbw/postgres/superuser",
+        ):
+            resource = f"arn:aws:ssm:ap-southeast-1:123456789012:parameter{parameter}"
+            assert not allows(statements, action, resource), (role, action, parameter)
+    assert not any(a.startswith("kms:") for s in statements if s["Effect"] == "Allow" for a in actions(s))
+    # The agent itself still works: it registers and opens Session Manager channels.
+    assert allows(statements, "ssm:UpdateInstanceInformation", "*")
+    assert allows(statements, "ssmmessages:OpenDataChannel", "*")
+    assert allows(statements, "ec2messages:GetMessages", "*")
+
+
+def test_webdb_role_cannot_read_the_warehouse_parameters() -> None:
+    statements = role_statements("hosts", "WebDbRole")
+    arn = "arn:aws:ssm:ap-southeast-1:123456789012:parameter/sbw/dwh/etl_password"
+    assert not allows(statements, "ssm:GetParameter", arn)
+    # Not by luck of a missing allow: an explicit deny covers /sbw/* should a broad grant come back.
+    assert not allows(
+        [*statements, {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}], "ssm:GetParameter", arn
+    )
+
+
+def test_only_the_dwh_host_reads_the_repository_and_webdb_has_no_s3() -> None:
+    repo = "arn:aws:s3:::${ArtifactsBucketName}/${RepoPrefix}/dists/bookworm/InRelease"
+    assert allows(role_statements("hosts", "DwhRole"), "s3:GetObject", repo)
+    assert not any(a.startswith("s3:") for s in role_statements("hosts", "WebDbRole") for a in actions(s))
+
+
+def test_parameter_key_policy_names_the_etl_the_operators_and_root_for_administration() -> None:
+    key = props("etl", "ParameterKey")
+    assert key["EnableKeyRotation"] is True
+    # A JSON string under !Sub (moto needs a string): its placeholders sit inside JSON strings.
+    document = json.loads(plain(key["KeyPolicy"])["Fn::Sub"])
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    principals = {sid: s["Principal"]["AWS"] for sid, s in statements.items()}
+    assert principals == {
+        "AccountRootAdministersOnly": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root",
+        "EtlDecryptsThroughSsm": "${FunctionRole.Arn}",
+        "OperatorsUseThroughSsm": "${OperatorPrincipalArn}",
+    }
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    # The root may administer, never use the key: no other principal of the account decrypts through IAM.
+    root = actions(statements["AccountRootAdministersOnly"])
+    for use in ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom", "kms:CreateGrant"):
+        # (kms:Create* would include CreateGrant: a grant to oneself is a way to decrypt.)
+        assert not any(glob_match(a, use) for a in root), use
+    assert actions(statements["EtlDecryptsThroughSsm"]) == ["kms:Decrypt"]
+    for sid in ("EtlDecryptsThroughSsm", "OperatorsUseThroughSsm"):
+        assert statements[sid]["Condition"] == {
+            "StringEquals": {"kms:ViaService": "ssm.${AWS::Region}.amazonaws.com"}
+        }
+    assert (key_policy := template("etl")["Resources"]["ParameterKey"])["DeletionPolicy"] == "Retain"
+    assert key_policy["UpdateReplacePolicy"] == "Retain"
+
+
+def test_secrets_are_written_with_the_stacks_key() -> None:
+    """The roles that write /sbw/* SecureStrings pass the key id the stacks' facts carry."""
+    for role in ("dw_schema", "oltp_schema"):
+        (task, *_) = yaml.safe_load((REPO / "roles" / role / "tasks" / "secrets.yml").read_text())
+        assert (
+            task["community.aws.ssm_parameter"]["key_id"]
+            == f"{{{{ {role}_kms_key_id | default(omit, true) }}}}"
+        )
+        defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
+        assert defaults[f"{role}_kms_key_id"] == "{{ sbw_ssm_kms_key_id | default('') }}"
+    facts = next(t for t in stack_tasks() if t.get("name") == "Keep the facts the host plays need")
+    assert facts["ansible.builtin.set_fact"]["sbw_stacks_facts"]["sbw_ssm_kms_key_id"] == (
+        "{{ sbw_stacks_out.etl.ParameterKeyId }}"
+    )
