@@ -176,3 +176,8 @@ def test_pages_visited_follow_the_catalog(products, generated) -> None:
                 assert event["page_path"] == event["context_product_url_path"]
     assert by_kind["products"] <= paths
     assert by_kind["category"] == categories
+
+
+def test_bot_share_option_reaches_the_profile() -> None:
+    args = traffic.build_parser().parse_args(["--url", "http://127.0.0.1:9/c", "--bot-share", "0.25"])
+    assert traffic.config_from_args(args).profile.bot_share == 0.25
