@@ -76,19 +76,21 @@ ZONES: dict[int, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }  # fmt: skip
 
 
+def weighted_at(draw: float, pairs: Sequence[tuple[Any, float]]) -> Any:
+    """The value whose weight band holds `draw` (uniform in 0..1) when the bands fill 0..1 in order."""
+    point = draw * sum(w for _, w in pairs)
+    for value, weight in pairs:
+        point -= weight
+        if point < 0:
+            return value
+    return pairs[-1][0]
+
+
 def user_agent_for(draw: float, bot_share: float, rng: random.Random) -> tuple[str, str]:
     """(device class, User-Agent) of a new visitor: a bot with probability `bot_share` (by `draw`,
     uniform in 0..1), else desktop/mobile/tablet by DEVICE_SHARES; the string itself from `rng`."""
-    if draw < bot_share:
-        device = "bot"
-    else:
-        point = (draw - bot_share) / (1.0 - bot_share) * sum(w for _, w in DEVICE_SHARES)
-        device = DEVICE_SHARES[-1][0]
-        for name, weight in DEVICE_SHARES:
-            point -= weight
-            if point < 0:
-                device = name
-                break
+    human = (draw - bot_share) / (1.0 - bot_share) if bot_share < 1.0 else 0.0
+    device = "bot" if draw < bot_share else weighted_at(human, DEVICE_SHARES)
     agents = AGENTS_BY_DEVICE[device]
     return device, agents[int(rng.random() * len(agents))]
 
@@ -162,12 +164,7 @@ SOURCES: tuple[Source, ...] = (
 
 
 def pick_source(rng: random.Random) -> Source:
-    point = rng.random() * sum(s.weight for s in SOURCES)
-    for source in SOURCES:
-        point -= source.weight
-        if point < 0:
-            return source
-    return SOURCES[-1]
+    return weighted_at(rng.random(), [(source, source.weight) for source in SOURCES])
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from sbw_ops.traffic_context import (
     page_context,
     pick_source,
     user_agent_for,
+    weighted_at,
 )
 
 DEFAULT_MAX_EVENT_AGE = timedelta(days=7)  # the ingest function's default accepted window
@@ -161,12 +162,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _weighted(rng: random.Random, pairs: Sequence[tuple[Any, float]]) -> Any:
-    point = rng.random() * sum(w for _, w in pairs)
-    for value, weight in pairs:
-        point -= weight
-        if point < 0:
-            return value
-    return pairs[-1][0]
+    return weighted_at(rng.random(), pairs)
 
 
 def event_time(moment: datetime) -> str:
