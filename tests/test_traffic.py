@@ -191,6 +191,7 @@ def test_percentile_nearest_rank() -> None:
             ["--url", "http://127.0.0.1:9/clickstream", "--checkout-rate", "2", "--sessions", "1"],
             "probability",
         ),
+        (["--url", "http://127.0.0.1:9/clickstream", "--bot-share", "2", "--sessions", "1"], "bot_share"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, capsys) -> None:

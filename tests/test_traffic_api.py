@@ -67,9 +67,16 @@ def test_events_sent_equal_events_in_the_bucket(s3_bucket: S3Bucket, api_url: st
         json.dumps(e, sort_keys=True) for e in expected
     )
     assert Counter(e["event_name"] for e in stored) == Counter(summary.events_by_name)
+    agents = {
+        plan.session.client_id: plan.session.user_agent
+        for plan in itertools.islice(traffic.schedule(products, seed=8, rate=200.0, start_time=start), 60)
+    }
     for event in stored:
         assert validate_stored_event(event) == [], event
         assert event["user_agent"] in traffic.USER_AGENTS
+        assert event["user_agent"] == agents[event["client_id"]]  # the visitor's UA went as the header
+    # the summary's bot_events are the events ingest stored as bots (what the dashboard filters out)
+    assert summary.bot_events == sum(event["is_bot"] for event in stored)
     # one object per request (batches of at most 7 events), and the summary knows every key
     keys = s3_bucket.keys("events/")
     assert sorted(summary.keys) == keys
@@ -85,6 +92,27 @@ def test_events_sent_equal_events_in_the_bucket(s3_bucket: S3Bucket, api_url: st
         assert summary.bytes_sent < 0.5 * plain_bytes
     else:
         assert summary.bytes_sent == plain_bytes
+
+
+def test_bot_events_are_what_ingest_flags_as_bots(s3_bucket: S3Bucket, api_url: str) -> None:
+    config = traffic.RunConfig(
+        url=api_url,
+        seed=12,
+        rate=500.0,
+        sessions=80,
+        batch_size=10,
+        workers=3,
+        start_time=(datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0),
+        profile=traffic.Profile(bot_share=0.3),
+    )
+    summary = traffic.run(config, catalog.load_csv())
+    assert summary.ok, summary.text()
+    stored = stored_events(s3_bucket)
+    bots = [event for event in stored if event["is_bot"]]
+    assert 0 < summary.bot_events == len(bots) < summary.accepted_events == len(stored)
+    assert {event["device_class"] for event in bots} == {"bot"}
+    assert summary.as_dict()["bot_events"] == len(bots)
+    assert f"({len(bots)} from bots)" in summary.text()
 
 
 def run_cli(command: list[str], url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -180,6 +180,7 @@ def send_traffic(
         "events",
         "events_by_name",
         "accepted_events",
+        "bot_events",
         "requests",
         "objects_written",
     )

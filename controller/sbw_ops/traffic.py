@@ -9,14 +9,20 @@ adds to the cart, and goes through the funnel (begin_checkout, purchase; one eve
 so purchases <= checkouts <= add_to_carts) with drop-off rates. Visitors are new (is_first_visit)
 or returning (from the run or from a seeded prior customer base); registered visitors carry a
 Cognito-like `sub` as user_id (identity_source cognito) when logged in, may log in or sign up
-at checkout, and sometimes log out. Timestamps are RFC 3339 with the visitor's UTC offset.
+at checkout, and sometimes log out. Timestamps are RFC 3339 with the visitor's UTC offset. Every
+event carries contract v1.1's page context (`traffic_context`): the page (home, category, product,
+search results, cart, checkout), the previous page as referrer, and on the landing page the
+session's traffic source (search engine, social network, newsletter, paid click, referring site or
+direct) as referrer and UTM tags; each visitor keeps one browser (User-Agent header, screen,
+viewport, locale, time zone), a share of them crawlers (`--bot-share`), counted as `bot_events`.
 
 Everything is deterministic for a `--seed` and a `--start-time`. Events are posted in batches
 (`{"events": [...]}`, optionally gzip) by a few worker threads, each with a keep-alive connection.
 Exit code: 0 when every event was accepted, 1 when the API rejected (4xx) or failed (after
 retries) anything, 2 on usage errors.
 
-The pieces: `traffic_simulate` (the shopper model and the schedule), `traffic_send` (workers, retries,
+The pieces: `traffic_simulate` (the shopper model and the schedule), `traffic_context` (browsers,
+sources and pages), `traffic_send` (workers, retries,
 statistics), `traffic_run` (one run and its summary); this module is the command line.
 """
 
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--add-to-cart-rate", type=float, help="add to cart per product view")
     parser.add_argument("--checkout-rate", type=float, help="carts that begin the checkout")
     parser.add_argument("--purchase-rate", type=float, help="checkouts that end with a purchase")
+    parser.add_argument("--bot-share", type=float, help="new visitors that are crawlers (default 0.03)")
     parser.add_argument(
         "--header", action="append", default=[], metavar="NAME:VALUE", help="extra request header"
     )
@@ -188,7 +195,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     profile = Profile()
     overrides = {
         name: getattr(args, name)
-        for name in ("returning_share", "add_to_cart_rate", "checkout_rate", "purchase_rate")
+        for name in ("returning_share", "add_to_cart_rate", "checkout_rate", "purchase_rate", "bot_share")
         if getattr(args, name) is not None
     }
     if overrides:

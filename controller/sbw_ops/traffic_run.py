@@ -89,6 +89,7 @@ class Summary:
     requests: int
     accepted_requests: int
     accepted_events: int
+    bot_events: int  # of the accepted events: those whose User-Agent ingest classifies as a bot
     rejected_requests: int
     rejected_events: int
     failed_requests: int
@@ -121,7 +122,8 @@ class Summary:
         lines = [
             f"traffic: {self.sessions} sessions, {self.events} events in {self.requests} requests "
             f"over {self.elapsed_seconds:.1f} s ({self.events_per_second:.0f} events/s) -> {self.url}",
-            f"  accepted: {self.accepted_requests} requests, {self.accepted_events} events; "
+            f"  accepted: {self.accepted_requests} requests, {self.accepted_events} events "
+            f"({self.bot_events} from bots); "
             f"rejected: {self.rejected_requests} requests ({self.rejected_events} events); "
             f"failed: {self.failed_requests} requests ({self.failed_events} events)",
             f"  latency: p50 {self.latency_p50_ms:.1f} ms, p99 {self.latency_p99_ms:.1f} ms, "
@@ -264,6 +266,7 @@ def run(
         requests=stats.requests,
         accepted_requests=stats.accepted_requests,
         accepted_events=stats.accepted_events,
+        bot_events=stats.bot_events,
         rejected_requests=stats.rejected_requests,
         rejected_events=stats.rejected_events,
         failed_requests=stats.failed_requests,

@@ -18,6 +18,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from sbw_clickstream.enrich_useragent import classify_user_agent
 from urllib3.util.retry import Retry
 
 
@@ -33,6 +34,7 @@ class Stats:
     requests: int = 0
     accepted_requests: int = 0
     accepted_events: int = 0
+    bot_events: int = 0  # accepted events whose User-Agent ingest classifies as a bot
     rejected_requests: int = 0
     rejected_events: int = 0
     failed_requests: int = 0
@@ -44,9 +46,17 @@ class Stats:
     keys: list[str] = field(default_factory=list)
 
     def record(
-        self, events: int, status: int | None, latency: float, detail: str, key: str | None, rejected: int = 0
+        self,
+        events: int,
+        status: int | None,
+        latency: float,
+        detail: str,
+        key: str | None,
+        rejected: int = 0,
+        is_bot: bool = False,
     ) -> None:
-        """One request's outcome; `rejected`: events of a 200 answered by index as invalid."""
+        """One request's outcome; `rejected`: events of a 200 answered by index as invalid; `is_bot`:
+        the request's User-Agent is a crawler's (by ingest's own rules)."""
         with self.lock:
             self.requests += 1
             self.latencies.append(latency)
@@ -54,6 +64,8 @@ class Stats:
             if status is not None and 200 <= status < 300:
                 self.accepted_requests += 1
                 self.accepted_events += events - rejected
+                if is_bot:
+                    self.bot_events += events - rejected
                 self.rejected_events += rejected
                 if key:
                     self.keys.append(key)
@@ -173,4 +185,7 @@ class Sender:
                 detail = f"HTTP {status}: {response.text[:500]}"
         except requests.RequestException as exc:
             detail = f"{type(exc).__name__}: {exc}"[:500]
-        self.stats.record(len(events), status, time.perf_counter() - started, detail, key, rejected)
+        # The same classification ingest stores as is_bot, so the summary's bot_events is what the
+        # dashboard's bot filter removes.
+        is_bot = classify_user_agent(user_agent).is_bot
+        self.stats.record(len(events), status, time.perf_counter() - started, detail, key, rejected, is_bot)

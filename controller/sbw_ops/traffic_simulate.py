@@ -20,6 +20,16 @@ from typing import Any
 from sbw_clickstream import contract, keys
 
 from sbw_ops.catalog import Product
+from sbw_ops.traffic_context import (
+    AGENTS_BY_DEVICE,
+    Browser,
+    Page,
+    browser_for,
+    page_context,
+    pick_source,
+    user_agent_for,
+    weighted_at,
+)
 
 DEFAULT_MAX_EVENT_AGE = timedelta(days=7)  # the ingest function's default accepted window
 MIN_REVISIT_GAP = timedelta(minutes=30)  # a new session needs 30 minutes of inactivity
@@ -27,17 +37,8 @@ MAX_THINK_SECONDS = 90.0  # below the 30-minute inactivity rule by far
 BROWSE_BUDGET = timedelta(minutes=20)  # a session stops browsing after this
 MAX_SESSION = timedelta(minutes=45)  # browse budget + the longest checkout, with margin
 PRIOR_CUSTOMER_BASE = 5000  # size of the seeded base of visitors who came before the run
-USER_AGENTS: tuple[str, ...] = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Mobile Safari/537.36",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
-)
+# Every User-Agent a simulated visitor may send (humans by device class, then crawlers).
+USER_AGENTS: tuple[str, ...] = tuple(agent for agents in AGENTS_BY_DEVICE.values() for agent in agents)
 # Where the shop's visitors are (the platform runs in ap-southeast-1): UTC offsets and weights.
 UTC_OFFSETS: tuple[tuple[int, float], ...] = ((8 * 60, 0.5), (7 * 60, 0.3), (9 * 60, 0.1), (5 * 60 + 30, 0.1))
 SEARCH_TERMS: tuple[str, ...] = ("headphones", "coffee", "running shoes", "serum", "keyboard", "gift", "sale")
@@ -66,6 +67,7 @@ class Profile:
     purchase_rate: float = 0.65  # checkouts that end with a purchase
     sign_up_rate: float = 0.3  # guests without account at checkout who sign up
     logout_rate: float = 0.1  # logged-in sessions ending with a logout
+    bot_share: float = 0.03  # new visitors that are crawlers (a bot User-Agent)
 
     def __post_init__(self) -> None:
         for name in (
@@ -82,6 +84,7 @@ class Profile:
             "purchase_rate",
             "sign_up_rate",
             "logout_rate",
+            "bot_share",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -99,9 +102,13 @@ class Visitor:
     client_id: str
     user_sub: str | None
     utc_offset: timedelta
-    user_agent: str
+    browser: Browser
     sessions: int = 0  # sessions before the current one (0: first visit)
     last_end: datetime | None = None
+
+    @property
+    def user_agent(self) -> str:
+        return self.browser.user_agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +162,7 @@ def _uuid(rng: random.Random) -> str:
 
 
 def _weighted(rng: random.Random, pairs: Sequence[tuple[Any, float]]) -> Any:
-    point = rng.random() * sum(w for _, w in pairs)
-    for value, weight in pairs:
-        point -= weight
-        if point < 0:
-            return value
-    return pairs[-1][0]
+    return weighted_at(rng.random(), pairs)
 
 
 def event_time(moment: datetime) -> str:
@@ -178,14 +180,24 @@ class ShopperSimulator:
         self._rng = random.Random(f"{seed}:sessions")
         self._in_run: list[Visitor] = []
         self._prior: dict[int, Visitor] = {}
+        self._sessions = 0  # sessions simulated: names each session's own context RNG
 
     # visitors --------------------------------------------------------------------------------
     def _new_visitor(self, rng: random.Random, registered: bool, prior_sessions: int) -> Visitor:
+        client_id = _uuid(rng)
+        user_sub = _uuid(rng) if registered else None
+        offset = _weighted(rng, UTC_OFFSETS)
+        # One draw of the schedule's RNG decides bot or device (as before the browser had more
+        # fields); the rest of the browser comes from the visitor's own RNG, so adding fields to it
+        # never shifts the schedule.
+        draw = rng.random()
+        browser_rng = random.Random(f"{self.seed}:browser:{client_id}")
+        device, agent = user_agent_for(draw, self.profile.bot_share, browser_rng)
         return Visitor(
-            client_id=_uuid(rng),
-            user_sub=_uuid(rng) if registered else None,
-            utc_offset=timedelta(minutes=_weighted(rng, UTC_OFFSETS)),
-            user_agent=USER_AGENTS[int(rng.random() * len(USER_AGENTS))],
+            client_id=client_id,
+            user_sub=user_sub,
+            utc_offset=timedelta(minutes=offset),
+            browser=browser_for(device, agent, offset, browser_rng),
             sessions=prior_sessions,
         )
 
@@ -219,7 +231,13 @@ class ShopperSimulator:
         """Simulate one session whose last event happens at `end` (an aware datetime)."""
         rng, profile = self._rng, self.profile
         offsets: list[float] = []  # seconds after the session's start, one per planned event
-        plan: list[tuple[str, Product | None, bool]] = []  # (event, product, logged_in after)
+        # (event, product, logged_in after, the page it opens: None = on the page before)
+        plan: list[tuple[str, Product | None, bool, Page | None]] = []
+        # Traffic source and search terms from the session's own RNG: the schedule's draws stay as
+        # they were before pages existed (same seed, same funnel).
+        self._sessions += 1
+        context_rng = random.Random(f"{self.seed}:context:{self._sessions}")
+        source = pick_source(context_rng)
 
         # First decide who the visitor is; the session's start is only known after simulating.
         visitor = self._visitor_for(end - MAX_SESSION)
@@ -231,15 +249,20 @@ class ShopperSimulator:
         cart: list[Product] = []
         clock = 0.0
 
-        def emit(name: str, product: Product | None = None, think: tuple[float, float] = (2.0, 0.8)) -> None:
+        def emit(
+            name: str,
+            product: Product | None = None,
+            think: tuple[float, float] = (2.0, 0.8),
+            page: Page | None = None,
+        ) -> None:
             nonlocal clock
-            plan.append((name, product, logged_in))
+            plan.append((name, product, logged_in, page))
             offsets.append(clock)
             median, sigma = think
             clock += min(MAX_THINK_SECONDS, rng.lognormvariate(math.log(median), sigma))
 
         def view_product(product: Product) -> None:
-            emit("page_view", product, think=(0.4, 0.5))
+            emit("page_view", product, think=(0.4, 0.5), page=Page.product(product))
             emit("product_view", product, think=(20.0, 0.9))
             if (
                 product.stock > 0
@@ -262,9 +285,9 @@ class ShopperSimulator:
         if landing < 0.35:
             view_product(self.sampler.pick(rng))
         elif landing < 0.6:
-            emit("page_view", think=(12.0, 0.8))  # a category page
+            emit("page_view", think=(12.0, 0.8), page=Page.category(category))
         else:
-            emit("page_view", think=(10.0, 0.8))  # the home page
+            emit("page_view", think=(10.0, 0.8), page=Page.home())
         pages = min(
             profile.max_pages,
             1 + int(math.log(1.0 - rng.random()) / math.log(1.0 - 1.0 / profile.mean_pages)),
@@ -281,14 +304,15 @@ class ShopperSimulator:
             step = rng.random()
             if step < profile.search_share:
                 emit("search", think=(3.0, 0.5))
-                emit("page_view", think=(8.0, 0.8))  # results page
+                term = SEARCH_TERMS[int(context_rng.random() * len(SEARCH_TERMS))]
+                emit("page_view", think=(8.0, 0.8), page=Page.search(term))
             elif step < profile.search_share + profile.product_share:
                 view_product(self.sampler.pick(rng, category if rng.random() < 0.6 else None))
             else:
                 category = self.sampler.categories[int(rng.random() * len(self.sampler.categories))]
-                emit("page_view", think=(12.0, 0.8))
+                emit("page_view", think=(12.0, 0.8), page=Page.category(category))
         if cart and rng.random() < profile.checkout_rate:
-            emit("page_view", think=(8.0, 0.6))  # the cart page
+            emit("page_view", think=(8.0, 0.6), page=Page.cart())
             if not logged_in:
                 if visitor.user_sub is not None:
                     log_in()
@@ -296,8 +320,9 @@ class ShopperSimulator:
                     visitor.user_sub = _uuid(rng)
                     logged_in = ever_logged_in = True
                     emit("sign_up", think=(20.0, 0.5))
+            checkout = Page.checkout()
             for product in cart:
-                emit("begin_checkout", product, think=(1.0, 0.5))
+                emit("begin_checkout", product, think=(1.0, 0.5), page=checkout)
             if rng.random() < profile.purchase_rate:
                 for product in cart:
                     emit("purchase", product, think=(0.5, 0.5))
@@ -313,7 +338,8 @@ class ShopperSimulator:
         # Ids minted at the source, like the tracker: a retried request re-sends the same ids, so the
         # warehouse keeps each event once. Their own RNG keeps the rest of the schedule unchanged.
         id_rng = random.Random(f"{self.seed}:ids:{session_id}")
-        for (name, product, state), offset in zip(plan, offsets, strict=True):
+        contexts = page_context([page for *_, page in plan], source)
+        for (name, product, state, _), offset, page_fields in zip(plan, offsets, contexts, strict=True):
             # "logout" is sent by the user who logs out; the login state it carries is the one before.
             signed_in = state or name == "logout"
             moment = start + timedelta(seconds=offset)
@@ -330,6 +356,8 @@ class ShopperSimulator:
             }
             if product is not None:
                 event.update(product.context())
+            event.update(page_fields)
+            event.update(visitor.browser.fields())
             events.append(event)
         visitor.sessions += 1
         visitor.last_end = end
