@@ -96,7 +96,7 @@ def test_plugin_port_forward(ssm_endpoint: tuple[str, Path], tmp_path: Path) -> 
         "Parameters": {"portNumber": [str(remote_port)], "localPortNumber": [str(local_port)]},
     }
     response = _ssm(endpoint).start_session(**request)
-    plugin = Path(sys.executable).parent / "session-manager-plugin"
+    plugin = Path(sys.executable).parent / "sbw-session-manager-plugin"
     argv = [
         str(plugin),
         json.dumps(response),
@@ -123,7 +123,7 @@ def test_plugin_port_forward(ssm_endpoint: tuple[str, Path], tmp_path: Path) -> 
 
 
 def test_plugin_refuses_foreign_sessions() -> None:
-    plugin = Path(sys.executable).parent / "session-manager-plugin"
+    plugin = Path(sys.executable).parent / "sbw-session-manager-plugin"
     response = {"SessionId": "s", "TokenValue": "t", "StreamUrl": "wss://ssmmessages.amazonaws.com/x"}
     done = subprocess.run(
         [str(plugin), json.dumps(response), "ap-southeast-1", "StartSession", "", "{}", "x"],

@@ -6,8 +6,10 @@ SSM call to moto unchanged (point boto3 at it with ``AWS_ENDPOINT_URL_SSM``). A 
 ``StreamUrl`` names the sandbox host's PID file (from the hosts file the sandbox writes: instance id
 -> PID file), so the plugin stand-in needs no configuration of its own.
 
-``plugin_main`` is installed as the console script ``session-manager-plugin`` and is called exactly
-as the AWS CLI and amazon.aws's ``aws_ssm`` connection call the real one::
+``plugin_main`` is installed as the console script ``sbw-session-manager-plugin`` (not the real name:
+the venv's bin on PATH must never hide the real plugin from an AWS session; the sandbox links it as
+``session-manager-plugin`` where it needs it) and is called exactly as the AWS CLI and amazon.aws's
+``aws_ssm`` connection call the real one::
 
     session-manager-plugin RESPONSE_JSON REGION StartSession PROFILE REQUEST_JSON ENDPOINT_URL
 
