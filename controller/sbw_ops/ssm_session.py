@@ -1,0 +1,314 @@
+"""The sandbox's Session Manager: an SSM endpoint stand-in and a `session-manager-plugin` stand-in.
+
+moto 5.x models SSM Parameter Store but has no sessions. ``serve`` is a small HTTP endpoint that
+answers ``StartSession``, ``ResumeSession`` and ``TerminateSession`` itself and forwards every other
+SSM call to moto unchanged (point boto3 at it with ``AWS_ENDPOINT_URL_SSM``). A session's
+``StreamUrl`` names the sandbox host's PID file (from the hosts file the sandbox writes: instance id
+-> PID file), so the plugin stand-in needs no configuration of its own.
+
+``plugin_main`` is installed as the console script ``sbw-session-manager-plugin`` (not the real name:
+the venv's bin on PATH must never hide the real plugin from an AWS session; the sandbox links it as
+``session-manager-plugin`` where it needs it) and is called exactly as the AWS CLI and amazon.aws's
+``aws_ssm`` connection call the real one::
+
+    session-manager-plugin RESPONSE_JSON REGION StartSession PROFILE REQUEST_JSON ENDPOINT_URL
+
+It prints ``Starting session with SessionId: ...`` and then either relays stdin/stdout to
+``/bin/sh -i`` in a pty of its own, run as ``ssm-user`` inside the host (nsenter into its
+namespaces), or, for document ``AWS-StartPortForwardingSession``, listens on
+127.0.0.1:localPortNumber and relays each connection to portNumber inside the host's network
+namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import pty
+import secrets
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+SHELL_DOCUMENT = "SSM-SessionManagerRunShell"
+PORT_FORWARD_DOCUMENT = "AWS-StartPortForwardingSession"
+DOCUMENTS = (SHELL_DOCUMENT, PORT_FORWARD_DOCUMENT)
+STREAM_SCHEME = "sbw-sandbox"
+SSM_USER = "ssm-user"
+# What the SSM agent's shell starts with: a clean environment, not the controller's.
+SHELL_ENV = [
+    "HOME=/home/ssm-user",
+    "USER=ssm-user",
+    "LOGNAME=ssm-user",
+    "SHELL=/bin/sh",
+    "TERM=vt220",
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+]
+
+
+class SessionError(Exception):
+    """A request the real service would refuse: (HTTP status, AWS error type, message)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class SessionStore:
+    """Open sessions, and where each instance id lives (re-read per call: hosts come and go)."""
+
+    def __init__(self, hosts_file: Path) -> None:
+        self.hosts_file = hosts_file
+        self.sessions: dict[str, dict[str, str]] = {}
+        self.lock = threading.Lock()
+
+    def _pid_file(self, target: str) -> str:
+        try:
+            hosts = json.loads(self.hosts_file.read_text())
+        except (OSError, ValueError):
+            hosts = {}
+        if target not in hosts:
+            raise SessionError(400, "TargetNotConnected", f"{target} is not connected.")
+        return str(hosts[target])
+
+    def _response(self, session_id: str) -> dict[str, str]:
+        session = self.sessions[session_id]
+        query = urllib.parse.urlencode({"pid_file": session["pid_file"], "document": session["document"]})
+        return {
+            "SessionId": session_id,
+            "TokenValue": secrets.token_urlsafe(32),
+            "StreamUrl": f"{STREAM_SCHEME}://{session['target']}/{session_id}?{query}",
+        }
+
+    def start(self, request: dict[str, Any]) -> dict[str, str]:
+        target = request.get("Target")
+        if not isinstance(target, str) or not target:
+            raise SessionError(400, "ValidationException", "Target is required.")
+        document = request.get("DocumentName") or SHELL_DOCUMENT
+        if document not in DOCUMENTS:
+            raise SessionError(400, "InvalidDocument", f"Document {document} is not supported here.")
+        pid_file = self._pid_file(target)
+        session_id = f"sandbox-{secrets.token_hex(8)}"
+        with self.lock:
+            self.sessions[session_id] = {"target": target, "document": document, "pid_file": pid_file}
+            return self._response(session_id)
+
+    def resume(self, request: dict[str, Any]) -> dict[str, str]:
+        with self.lock:
+            if request.get("SessionId") not in self.sessions:
+                raise SessionError(
+                    400, "DoesNotExistException", f"Session {request.get('SessionId')} not found."
+                )
+            return self._response(request["SessionId"])
+
+    def terminate(self, request: dict[str, Any]) -> dict[str, str]:
+        session_id = str(request.get("SessionId", ""))
+        with self.lock:
+            # Idempotent, like the service: terminating an ended session succeeds.
+            self.sessions.pop(session_id, None)
+        return {"SessionId": session_id}
+
+
+def make_handler(store: SessionStore, moto_url: str) -> type[BaseHTTPRequestHandler]:
+    """The request handler: session calls answered here, everything else proxied to moto."""
+    moto = urllib.parse.urlsplit(moto_url)
+    actions = {
+        "StartSession": store.start,
+        "ResumeSession": store.resume,
+        "TerminateSession": store.terminate,
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+        def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in (
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "server",
+                    "date",
+                ):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _proxy(self, body: bytes) -> None:
+            conn = http.client.HTTPConnection(moto.hostname or "127.0.0.1", moto.port or 80, timeout=300)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                answer = conn.getresponse()
+                self._reply(answer.status, answer.read(), answer.getheaders())
+            finally:
+                conn.close()
+
+        def _handle(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            action = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
+            if action not in actions:
+                self._proxy(body)
+                return
+            json_type = [("Content-Type", "application/x-amz-json-1.1")]
+            try:
+                request = json.loads(body or b"{}")
+                result = actions[action](request if isinstance(request, dict) else {})
+            except SessionError as exc:
+                error = {"__type": exc.code, "message": str(exc)}
+                self._reply(exc.status, json.dumps(error).encode(), json_type)
+                return
+            except ValueError:
+                error = {"__type": "SerializationException", "message": "request body is not JSON"}
+                self._reply(400, json.dumps(error).encode(), json_type)
+                return
+            self._reply(200, json.dumps(result).encode(), json_type)
+
+        do_POST = _handle  # noqa: N815 - http.server's naming
+        do_GET = _handle  # noqa: N815
+
+    return Handler
+
+
+def serve(host: str, port: int, moto_url: str, hosts_file: Path) -> None:
+    """Run the endpoint until SIGTERM."""
+    server = ThreadingHTTPServer((host, port), make_handler(SessionStore(hosts_file), moto_url))
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"ssm_session: serving on http://{host}:{server.server_port}, forwarding to {moto_url}", flush=True)
+    server.serve_forever()
+
+
+# --- the session-manager-plugin stand-in -------------------------------------------------------
+
+
+def _host_pid(pid_file: str) -> int:
+    try:
+        return int(Path(pid_file).read_text().split()[0])
+    except (OSError, ValueError, IndexError) as exc:
+        raise SystemExit(f"session-manager-plugin: the host is not running ({pid_file}: {exc})") from exc
+
+
+def _shell(pid: int) -> int:
+    """Relay stdin/stdout to /bin/sh -i as ssm-user inside the host, in a pty of our own."""
+    argv = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
+            "runuser", "-u", SSM_USER, "--", "env", "-i", *SHELL_ENV, "/bin/sh", "-i"]  # fmt: skip
+    child, master = pty.fork()
+    if child == 0:
+        try:
+            os.chdir("/")
+            os.execvp(argv[0], argv)  # noqa: S606 - fixed argv, no shell
+        finally:
+            os._exit(127)
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    open_fds = [master, stdin]
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [])
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the shell is gone
+                data = b""
+            if not data:
+                break
+            os.write(stdout, data)
+        if stdin in ready:
+            data = os.read(stdin, 65536)
+            if data:
+                os.write(master, data)
+            else:  # the caller closed stdin: end the shell as the agent would
+                os.write(master, b"\nexit\n")
+                open_fds.remove(stdin)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _relay(conn: socket.socket, pid: int, port: int) -> None:
+    """One forwarded connection: socat inside the host's network namespace to its port."""
+    with conn:
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(pid), "-n", "--", "socat", "-", f"TCP:127.0.0.1:{port}"],
+            stdin=conn.fileno(),
+            stdout=conn.fileno(),
+        )
+        proc.wait()
+
+
+def _port_forward(pid: int, session_id: str, parameters: dict[str, Any]) -> int:
+    def first(name: str) -> int:
+        value = parameters.get(name)
+        value = value[0] if isinstance(value, list) and value else value
+        try:
+            return int(str(value))
+        except ValueError as exc:
+            raise SystemExit(
+                f"session-manager-plugin: parameter {name} must be a port, got {value!r}"
+            ) from exc
+
+    remote, local = first("portNumber"), first("localPortNumber") if "localPortNumber" in parameters else 0
+    listener = socket.create_server(("127.0.0.1", local), reuse_port=False)
+    print(f"Port {listener.getsockname()[1]} opened for sessionId {session_id}.", flush=True)
+    print("Waiting for connections...", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        conn, _ = listener.accept()
+        print(f"Connection accepted for session [{session_id}]", flush=True)
+        threading.Thread(target=_relay, args=(conn, pid, remote), daemon=True).start()
+
+
+def plugin_main(argv: list[str] | None = None) -> int:
+    """`session-manager-plugin RESPONSE REGION StartSession PROFILE REQUEST ENDPOINT`."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("--version", "-version"):
+        print("1.2.0.0-sbw-sandbox")
+        return 0
+    if len(args) < 3 or args[2] != "StartSession":
+        usage = "RESPONSE_JSON REGION StartSession [PROFILE REQUEST_JSON ENDPOINT]"
+        print(f"usage: session-manager-plugin {usage}", file=sys.stderr)
+        return 2
+    response = json.loads(args[0])
+    request = json.loads(args[4]) if len(args) > 4 and args[4] else {}
+    stream = urllib.parse.urlsplit(response.get("StreamUrl", ""))
+    if stream.scheme != STREAM_SCHEME:
+        print(f"session-manager-plugin: not a sandbox session: {stream.geturl()!r}", file=sys.stderr)
+        return 2
+    query = dict(urllib.parse.parse_qsl(stream.query))
+    document = request.get("DocumentName") or query.get("document") or SHELL_DOCUMENT
+    pid = _host_pid(query["pid_file"])
+    session_id = response["SessionId"]
+    print(f"\nStarting session with SessionId: {session_id}", flush=True)
+    if document == PORT_FORWARD_DOCUMENT:
+        return _port_forward(pid, session_id, request.get("Parameters") or {})
+    return _shell(pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sbw_ops.ssm_session", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--moto-url", required=True, help="where every other SSM call goes")
+    parser.add_argument("--hosts-file", type=Path, required=True, help="JSON {instance id: PID file}")
+    options = parser.parse_args(argv)
+    serve(options.host, options.port, options.moto_url, options.hosts_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
