@@ -118,6 +118,15 @@ PRICES: dict[str, Price] = {
     "sns_email": Price(2.00, "per 100,000 e-mail notifications", "aws.amazon.com/sns/pricing"),
     "kms_key": Price(1.00, "per customer-managed key per month", "aws.amazon.com/kms/pricing"),
     "kms_request": Price(0.03, "per 10,000 symmetric requests", "aws.amazon.com/kms/pricing"),
+    "ebs_snapshot": Price(0.05, "per GB-month, EBS snapshot (standard tier)", "aws.amazon.com/ebs/pricing"),
+    "ssm_parameter_standard": Price(
+        0.0, "per standard-tier parameter per month (no charge)", "aws.amazon.com/systems-manager/pricing"
+    ),
+    "cognito_idle_pool": Price(
+        0.0,
+        "per user pool with no monthly active users (billing is per MAU)",
+        "aws.amazon.com/cognito/pricing",
+    ),
     "data_out": Price(
         0.12, "per GB to the internet (first 10 TB/month)", "aws.amazon.com/ec2/pricing/on-demand"
     ),
@@ -276,6 +285,23 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
         ),
     )
     return Estimate(rate, batch, items, etl_run_s)
+
+
+# What playbooks/teardown.yml keeps by default, per unit of `amount` (sbw_ops.teardown reports each).
+KEPT_PRICES = {
+    "bucket": "s3_storage",  # GiB of every version
+    "snapshot": "ebs_snapshot",  # GiB (the volume's size: an upper bound, snapshots bill used blocks)
+    "kms_key": "kms_key",  # keys (requests: none while nothing runs)
+    "parameter": "ssm_parameter_standard",  # parameters
+    "user_pool": "cognito_idle_pool",  # pools (no one logs in once the shop is down)
+}
+
+
+def kept_monthly_usd(kind: str, amount: float) -> float:
+    """Monthly cost of something a teardown kept: `amount` in the unit of KEPT_PRICES[kind]."""
+    if kind not in KEPT_PRICES:
+        raise ValueError(f"unknown kept item {kind!r}: one of {', '.join(sorted(KEPT_PRICES))}")
+    return amount * _p(KEPT_PRICES[kind])
 
 
 # AWS's "Clickstream Analytics on AWS" solution, published monthly estimates (us-east-1), for comparison:
