@@ -124,8 +124,10 @@ def test_interface_endpoints_for_ssm_with_private_dns_in_the_private_subnet() ->
         for e in endpoints.values()
         if e["Properties"]["VpcEndpointType"] == "Interface"
     }
+    # SSM's three, and monitoring for the hosts' disk metric (tests/test_cfn_host_metrics.py).
     assert sorted(interface) == [
         "com.amazonaws.${AWS::Region}.ec2messages",
+        "com.amazonaws.${AWS::Region}.monitoring",
         "com.amazonaws.${AWS::Region}.ssm",
         "com.amazonaws.${AWS::Region}.ssmmessages",
     ]
@@ -522,6 +524,10 @@ def test_every_alarm_watches_a_metric_that_exists() -> None:
                 assert (
                     f'"{name}"' in etl_handler_src or name.removeprefix("Run").lower() in etl_handler_src
                 ), lid
+            elif metric["Namespace"] == "SBW/Hosts":
+                # The hosts' disk metric: tests/test_cfn_host_metrics.py compares it with roles/host_metrics.
+                script = (REPO / "roles" / "host_metrics" / "files" / "sbw-host-metrics.py").read_text()
+                assert f'"{metric["MetricName"]}"' in script, (stack, lid)
             else:
                 assert metric["MetricName"] in AWS_METRICS[metric["Namespace"]], (stack, lid)
             dimension = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
@@ -573,6 +579,8 @@ def test_the_issue_16_alarms_exist() -> None:
         ]
         instance = _alarms()[("hosts", f"{host}InstanceCheckAlarm")]
         assert instance["MetricName"] == "StatusCheckFailed_Instance"
+        # Disk use of the data directory's filesystem (published by roles/host_metrics).
+        assert _alarms()[("hosts", f"{host}DiskAlarm")]["MetricName"] == "disk_used_percent"
 
 
 # --- ingest --------------------------------------------------------------------------------------
