@@ -83,6 +83,10 @@ def test_every_alarm_watches_a_metric_that_exists() -> None:
                 assert (
                     f'"{name}"' in etl_handler_src or name.removeprefix("Run").lower() in etl_handler_src
                 ), lid
+            elif metric["Namespace"] == "SBW/Hosts":
+                # The hosts' disk metric: tests/test_cfn_host_metrics.py compares it with roles/host_metrics.
+                script = (REPO / "roles" / "host_metrics" / "files" / "sbw-host-metrics.py").read_text()
+                assert f'"{metric["MetricName"]}"' in script, (stack, lid)
             else:
                 assert metric["MetricName"] in AWS_METRICS[metric["Namespace"]], (stack, lid)
             dimension = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
@@ -134,3 +138,5 @@ def test_the_issue_16_alarms_exist() -> None:
         ]
         instance = _alarms()[("hosts", f"{host}InstanceCheckAlarm")]
         assert instance["MetricName"] == "StatusCheckFailed_Instance"
+        # Disk use of the data directory's filesystem (published by roles/host_metrics).
+        assert _alarms()[("hosts", f"{host}DiskAlarm")]["MetricName"] == "disk_used_percent"

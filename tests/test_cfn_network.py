@@ -61,8 +61,10 @@ def test_interface_endpoints_for_ssm_with_private_dns_in_the_private_subnet() ->
         for e in endpoints.values()
         if e["Properties"]["VpcEndpointType"] == "Interface"
     }
+    # SSM's three, and monitoring for the hosts' disk metric (tests/test_cfn_host_metrics.py).
     assert sorted(interface) == [
         "com.amazonaws.${AWS::Region}.ec2messages",
+        "com.amazonaws.${AWS::Region}.monitoring",
         "com.amazonaws.${AWS::Region}.ssm",
         "com.amazonaws.${AWS::Region}.ssmmessages",
     ]

@@ -32,14 +32,19 @@ def test_fixed_items() -> None:
     e = cost.estimate(100, 20)
     assert e.item("EC2 (t3.small webdb + t3.medium dwh)").usd == pytest.approx(730 * (0.0264 + 0.0528))
     assert e.item("EBS gp3 root volumes").usd == pytest.approx(60 * 0.096)
-    assert e.item("Interface endpoints (ssm, ssmmessages, ec2messages)").usd == pytest.approx(
-        3 * 730 * 0.013 + 0.02
+    # Four endpoints since the disk metric: monitoring joined ssm, ssmmessages and ec2messages.
+    assert e.item("Interface endpoints (ssm, ssmmessages, ec2messages, monitoring)").usd == pytest.approx(
+        4 * 730 * 0.013 + 0.02
     )
     assert e.item("Public IPv4 (webdb Elastic IP)").usd == pytest.approx(3.65)
     assert e.item("EventBridge schedules").usd == 0
-    # Issue 16: every alarm of the templates (17 alarm metrics: the two API rate alarms read two metrics
-    # each), the alerts topic, the parameters' key (1 USD + requests).
-    assert e.item("CloudWatch alarms").usd == pytest.approx(17 * 0.10)
+    # Issue 16: every alarm of the templates (19 alarm metrics: the two API rate alarms read two metrics
+    # each; the two disk alarms one each), the alerts topic, the parameters' key (1 USD + requests).
+    assert e.item("CloudWatch alarms").usd == pytest.approx(19 * 0.10)
+    # Two disk metrics (one path per host) at 0.30, one PutMetricData per host every 5 minutes.
+    assert e.item("CloudWatch disk metrics (roles/host_metrics)").usd == pytest.approx(
+        2 * 0.30 + 2 * 730 * 12 / 1000 * 0.01
+    )
     assert e.item("KMS key of the /sbw/* parameters").usd == pytest.approx(
         1.0 + (730 * 12 + 200) / 1e4 * 0.03
     )
@@ -98,3 +103,15 @@ def test_docs_table_is_the_models_output(capsys: pytest.CaptureFixture[str]) -> 
     assert cost.main(["--markdown"]) == 0
     table = capsys.readouterr().out.strip()
     assert table in (REPO / "docs" / "aws.md").read_text()
+
+
+def test_what_a_teardown_keeps_costs_by_kind() -> None:
+    # A final snapshot bills per GB-month, a kept bucket S3 storage, a kept key 1 USD; parameters and an
+    # idle user pool nothing (sbw_ops.teardown reports these).
+    assert cost.kept_monthly_usd("snapshot", 60) == pytest.approx(60 * 0.05)
+    assert cost.kept_monthly_usd("bucket", 10) == pytest.approx(10 * 0.025)
+    assert cost.kept_monthly_usd("kms_key", 1) == pytest.approx(1.0)
+    assert cost.kept_monthly_usd("parameter", 4) == 0
+    assert cost.kept_monthly_usd("user_pool", 1) == 0
+    with pytest.raises(ValueError, match="unknown kept item 'volume'"):
+        cost.kept_monthly_usd("volume", 1)

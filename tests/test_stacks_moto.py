@@ -259,7 +259,7 @@ def test_endpoints(deployment: Deployment) -> None:
     ec2 = deployment.client("ec2")
     endpoints = {e["ServiceName"]: e for e in ec2.describe_vpc_endpoints()["VpcEndpoints"]}
     assert set(endpoints) == {
-        f"com.amazonaws.{REGION}.{s}" for s in ("s3", "ssm", "ssmmessages", "ec2messages")
+        f"com.amazonaws.{REGION}.{s}" for s in ("s3", "ssm", "ssmmessages", "ec2messages", "monitoring")
     }
     s3 = endpoints[f"com.amazonaws.{REGION}.s3"]
     assert s3["VpcEndpointType"] == "Gateway"

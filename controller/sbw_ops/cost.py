@@ -114,10 +114,23 @@ PRICES: dict[str, Price] = {
     "alarm": Price(
         0.10, "per standard-resolution alarm metric per month", "aws.amazon.com/cloudwatch/pricing"
     ),
+    "custom_metric": Price(
+        0.30, "per custom metric per month (first 10,000)", "aws.amazon.com/cloudwatch/pricing"
+    ),
+    "put_metric_data": Price(0.01, "per 1,000 PutMetricData requests", "aws.amazon.com/cloudwatch/pricing"),
     "sns_publish": Price(0.50, "per million publishes", "aws.amazon.com/sns/pricing"),
     "sns_email": Price(2.00, "per 100,000 e-mail notifications", "aws.amazon.com/sns/pricing"),
     "kms_key": Price(1.00, "per customer-managed key per month", "aws.amazon.com/kms/pricing"),
     "kms_request": Price(0.03, "per 10,000 symmetric requests", "aws.amazon.com/kms/pricing"),
+    "ebs_snapshot": Price(0.05, "per GB-month, EBS snapshot (standard tier)", "aws.amazon.com/ebs/pricing"),
+    "ssm_parameter_standard": Price(
+        0.0, "per standard-tier parameter per month (no charge)", "aws.amazon.com/systems-manager/pricing"
+    ),
+    "cognito_idle_pool": Price(
+        0.0,
+        "per user pool with no monthly active users (billing is per MAU)",
+        "aws.amazon.com/cognito/pricing",
+    ),
     "data_out": Price(
         0.12, "per GB to the internet (first 10 TB/month)", "aws.amazon.com/ec2/pricing/on-demand"
     ),
@@ -145,10 +158,14 @@ class Assumptions:
     log_retention_months: float = 1.0  # RetentionInDays 30
     webdb_volume_gb: int = 20
     dwh_volume_gb: int = 40
-    endpoints: int = 3  # ssm, ssmmessages, ec2messages in one AZ
+    endpoints: int = 4  # ssm, ssmmessages, ec2messages, monitoring (the disk metric) in one AZ
     endpoint_gb_per_month: float = 2.0  # SSM sessions, agent traffic, ETL's parameter reads
     # Every alarm of the templates (hosts: status checks; ingest: 5xx/4xx rates, errors, throttles; etl).
     alarm_metrics: int = field(default_factory=_alarm_metrics)
+    # roles/host_metrics: disk_used_percent of one path per host (InstanceId x path = one metric each),
+    # one PutMetricData every 5 minutes per host.
+    host_metrics: int = 2
+    host_metric_requests: int = 2 * HOURS_PER_MONTH * 12
     alarm_notifications: int = 200  # alarm + OK messages a month, e-mailed (a noisy month)
     # Decrypts of the /sbw/* key: one per ETL invocation (its password) plus the playbooks' reads.
     kms_requests: int = HOURS_PER_MONTH * (60 // ETL_CATCH_UP_MINUTES) + 200
@@ -248,7 +265,7 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
         ),
         Item("Public IPv4 (webdb Elastic IP)", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * _p("public_ipv4")),
         Item(
-            "Interface endpoints (ssm, ssmmessages, ec2messages)",
+            "Interface endpoints (ssm, ssmmessages, ec2messages, monitoring)",
             f"{a.endpoints} x {HOURS_PER_MONTH} h",
             a.endpoints * HOURS_PER_MONTH * _p("interface_endpoint_hour")
             + a.endpoint_gb_per_month * _p("interface_endpoint_gb"),
@@ -259,6 +276,11 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
             log_gb * _p("logs_ingest") + log_gb * a.log_retention_months * _p("logs_storage"),
         ),
         Item("CloudWatch alarms", f"{a.alarm_metrics} alarm metrics", a.alarm_metrics * _p("alarm")),
+        Item(
+            "CloudWatch disk metrics (roles/host_metrics)",
+            f"{a.host_metrics} metrics, {a.host_metric_requests:,} PutMetricData",
+            a.host_metrics * _p("custom_metric") + a.host_metric_requests / 1000 * _p("put_metric_data"),
+        ),
         Item(
             "SNS alarm topic (e-mail)",
             f"{a.alarm_notifications} notifications",
@@ -276,6 +298,23 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
         ),
     )
     return Estimate(rate, batch, items, etl_run_s)
+
+
+# What playbooks/teardown.yml keeps by default, per unit of `amount` (sbw_ops.teardown reports each).
+KEPT_PRICES = {
+    "bucket": "s3_storage",  # GiB of every version
+    "snapshot": "ebs_snapshot",  # GiB (the volume's size: an upper bound, snapshots bill used blocks)
+    "kms_key": "kms_key",  # keys (requests: none while nothing runs)
+    "parameter": "ssm_parameter_standard",  # parameters
+    "user_pool": "cognito_idle_pool",  # pools (no one logs in once the shop is down)
+}
+
+
+def kept_monthly_usd(kind: str, amount: float) -> float:
+    """Monthly cost of something a teardown kept: `amount` in the unit of KEPT_PRICES[kind]."""
+    if kind not in KEPT_PRICES:
+        raise ValueError(f"unknown kept item {kind!r}: one of {', '.join(sorted(KEPT_PRICES))}")
+    return amount * _p(KEPT_PRICES[kind])
 
 
 # AWS's "Clickstream Analytics on AWS" solution, published monthly estimates (us-east-1), for comparison:
