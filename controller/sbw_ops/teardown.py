@@ -13,7 +13,7 @@ One implementation for AWS and the sandbox's moto server (`endpoint_url`); the o
 that moto has no UpdateTerminationProtection (it stores protection but never enforces it), which is
 tolerated there and nowhere else. Every step first looks at what exists, so a second run does
 nothing (`changed` false), and `check_mode` returns the same plan without calling anything that
-changes the account. Called by the Ansible module `sbw.ops.teardown` (collections/ansible_collections/sbw/ops/plugins/modules/teardown.py).
+changes the account. Called by the Ansible module `sbw.ops.teardown`.
 """
 
 from __future__ import annotations
