@@ -20,7 +20,8 @@ import boto3
 import pytest
 from sbw_ops.moto_server import MotoServer, start_moto_server
 
-from tests.test_stacks_moto import REGION, _env, recap, run_stacks
+from tests.ansible_support import play_recap
+from tests.test_stacks_moto import REGION, _env, run_stacks
 
 pytestmark = [pytest.mark.xdist_group("teardown_moto"), pytest.mark.slow, pytest.mark.moto]
 
@@ -148,7 +149,7 @@ def test_check_mode_plans_and_changes_nothing(deployed: tuple[str, Path]) -> Non
     before = account_state(endpoint)
     run = run_teardown(endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "--check")
     assert run.returncode == 0, run.stdout[-4000:]
-    assert recap(run)["changed"] == 1
+    assert play_recap(run.stdout)["localhost"]["changed"] == 1
     assert "check mode, would take" in run.stdout
     assert account_state(endpoint) == before
 
@@ -163,7 +164,7 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
 
     first = run_teardown(endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}")
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
-    assert recap(first)["changed"] == 1
+    assert play_recap(first.stdout)["localhost"]["changed"] == 1
     after = account_state(endpoint)
     # Every stack gone, both hosts terminated; left: the retained buckets, the parameters, their key
     # (enabled: it decrypts them) and one final snapshot per host root volume.
@@ -193,7 +194,7 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
 
     second = run_teardown(endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}")
     assert second.returncode == 0, second.stdout[-4000:]
-    assert recap(second)["changed"] == 0
+    assert play_recap(second.stdout)["localhost"]["changed"] == 0
     assert account_state(endpoint) == after
     assert "done: 0 step(s); kept 6 item(s), 4.00 USD/month" in report(second)
 
@@ -201,7 +202,7 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
         endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "-e", "sbw_teardown_purge=true"
     )
     assert purge.returncode == 0, purge.stdout[-6000:] + purge.stderr[-2000:]
-    assert recap(purge)["changed"] == 1
+    assert play_recap(purge.stdout)["localhost"]["changed"] == 1
     gone = account_state(endpoint)
     assert {k: v for k, v in gone.items() if k != "keys"} == {
         "stacks": [],
@@ -216,5 +217,6 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     again = run_teardown(
         endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "-e", "sbw_teardown_purge=true"
     )
-    assert again.returncode == 0 and recap(again)["changed"] == 0, again.stdout[-4000:]
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert play_recap(again.stdout)["localhost"]["changed"] == 0
     assert account_state(endpoint) == gone

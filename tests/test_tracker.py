@@ -71,7 +71,11 @@ def wait_for_events(bucket: S3Bucket, count: int, timeout: float = 30.0) -> list
     while len(events) < count and time.monotonic() < deadline:
         time.sleep(0.1)
         events = stored_events(bucket)
-    return sorted(events, key=lambda e: parse_timestamp(e["event_timestamp"]))
+    # In the order they were tracked: the client's own time (ingest's clock-corrected event_timestamp
+    # adds each request's transit time, which on a loaded machine can reorder events of two requests).
+    return sorted(
+        events, key=lambda e: parse_timestamp(e.get("client_event_timestamp") or e["event_timestamp"])
+    )
 
 
 def leave(page: Page) -> None:
