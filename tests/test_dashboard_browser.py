@@ -25,6 +25,7 @@ from playwright.sync_api import Page, sync_playwright
 from sbw_ops import platform_observe as observe
 from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
 
+from tests import dashboard_dimensions_support as dd
 from tests import dashboard_support as ds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,10 +290,10 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
     screenshot per tab in artifacts/ (dashboard-<tab>.png)."""
     page, errors = browser_page
     now = datetime.now(UTC)
-    events = ds.make_dimension_events(now - timedelta(minutes=20), seed=41, sessions=220, weeks=5)
+    events = dd.make_dimension_events(now - timedelta(minutes=20), seed=41, sessions=220, weeks=5)
     conn = dw_db.connect()
     try:
-        ds.load_dimension_events(conn, sorted(events, key=lambda e: e["event_timestamp"]), batches=2)
+        dd.load_dimension_events(conn, sorted(events, key=lambda e: e["event_timestamp"]), batches=2)
     finally:
         conn.close()
     dash = dw_db.dashboard
@@ -312,9 +313,9 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
 
         _open_tab(page, "Acquisition")
         assert _sessions_by_value(_table(page, "acq_channels")) == {
-            k: v["sessions"] for k, v in ds.dimension_sessions(events, f, "channel_group").items()
+            k: v["sessions"] for k, v in dd.dimension_sessions(events, f, "channel_group").items()
         }
-        referrers = ds.dimension_sessions(events, f, "referrer_host")
+        referrers = dd.dimension_sessions(events, f, "referrer_host")
         assert _sessions_by_value(_table(page, "acq_referrers")) == {
             k: v["sessions"] for k, v in referrers.items()
         }
@@ -324,16 +325,16 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
         }
         assert campaigns == {
             k: (v["sessions"], round(v["revenue"], 2))
-            for k, v in ds.dimension_sessions(events, f, "campaign").items()
+            for k, v in dd.dimension_sessions(events, f, "campaign").items()
         }
         page.screenshot(path=str(ARTIFACTS / "dashboard-acquisition.png"), full_page=True)
 
         _open_tab(page, "Pages")
-        pages = ds.top_pages(events, f)
+        pages = dd.top_pages(events, f)
         assert {r[0]: [int(_number(c)) for c in r[1:5]] for r in _table(page, "pages_top")} == {
             k: [v["views"], v["sessions"], v["entries"], v["exits"]] for k, v in pages.items()
         }
-        summary = ds.pages_summary(events, f)
+        summary = dd.pages_summary(events, f)
         assert _number(page.text_content("#pages_views") or "") == summary["page_views"]
         # shown with two decimals: R rounds half away from zero, Python's round() of the float may not
         assert _number(page.text_content("#pages_per_session") or "") == pytest.approx(
@@ -342,26 +343,26 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
         page.screenshot(path=str(ARTIFACTS / "dashboard-pages.png"), full_page=True)
 
         _open_tab(page, "Technology")
-        devices = ds.dimension_sessions(events, f, "device_class")
+        devices = dd.dimension_sessions(events, f, "device_class")
         assert _sessions_by_value(_table(page, "tech_devices")) == {
             k: v["sessions"] for k, v in devices.items()
         }
         assert "bot" not in devices  # excluded by default
-        browsers = ds.dimension_sessions(events, f, "browser")
+        browsers = dd.dimension_sessions(events, f, "browser")
         assert _sessions_by_value(_table(page, "tech_browsers")) == {
             k: v["sessions"] for k, v in browsers.items()
         }
         page.screenshot(path=str(ARTIFACTS / "dashboard-technology.png"), full_page=True)
 
         _open_tab(page, "Retention")
-        active = ds.active_users(events, f)
+        active = dd.active_users(events, f)
         row = _table(page, "ret_active")[0]
         assert [_number(c) for c in row[:3]] == [
             pytest.approx(active["dau"], abs=0.006),
             active["wau"],
             active["mau"],
         ]
-        cohorts = ds.retention_cohorts(events, f)
+        cohorts = dd.retention_cohorts(events, f)
         sizes = {c: v for (c, n), v in cohorts.items() if n == 0}
         assert {r[0]: int(_number(r[1])) for r in _table(page, "ret_cohorts")} == sizes
         page.screenshot(path=str(ARTIFACTS / "dashboard-retention.png"), full_page=True)
@@ -420,7 +421,7 @@ def test_dimension_tabs_show_the_sql_counts_compare_and_export(
             "(b) => document.getElementById('tech_devices').textContent !== b", arg=before, timeout=60_000
         )
         page.wait_for_function(SHINY_IDLE_JS, timeout=60_000)
-        with_bots = ds.dimension_sessions(events, f, "device_class", include_bots=True)
+        with_bots = dd.dimension_sessions(events, f, "device_class", include_bots=True)
         assert "bot" in with_bots
         assert _sessions_by_value(_table(page, "tech_devices")) == {
             k: v["sessions"] for k, v in with_bots.items()

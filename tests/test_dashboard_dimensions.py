@@ -1,6 +1,6 @@
 """The dimension rollups of migration V031 and the dashboard blocks that read them, on a real
 PostgreSQL 15: every block (Acquisition, Pages, Technology, Retention) equals an independent Python
-oracle over a known data set (tests/dashboard_support.py), bots excluded or included; cells kept by
+oracle over a known data set (tests/dashboard_dimensions_support.py), bots excluded or included; cells kept by
 the refresh in any arrival order equal a rebuild; periods older than the hourly window are rounded
 to whole UTC days and say so; the ETL's role may only call the refresh."""
 
@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 from psycopg2 import errors
 
+from tests import dashboard_dimensions_support as dd
 from tests import dashboard_support as ds
 from tests.fixtures.postgres import PgDatabase
 
@@ -35,7 +36,7 @@ def _load(db: PgDatabase, events: list[dict], batches: int = 1) -> None:
     db.query("UPDATE dash_dim_state SET hourly_days = 40")  # FILTERS reach 34 days back: keep their hours
     conn = db.connect()
     try:
-        ds.load_dimension_events(conn, events, batches)
+        dd.load_dimension_events(conn, events, batches)
     finally:
         conn.close()
 
@@ -53,7 +54,7 @@ def _by_value(rows: list[dict], key: str = "value") -> dict:
 
 @pytest.fixture
 def loaded(dw_db: PgDatabase) -> tuple[PgDatabase, list[dict]]:
-    events = ds.make_dimension_events(ANCHOR)
+    events = dd.make_dimension_events(ANCHOR)
     _load(dw_db, sorted(events, key=lambda e: e["event_timestamp"]), batches=3)  # as ingest sends them
     return dw_db, events
 
@@ -71,60 +72,60 @@ def test_every_dimension_block_equals_the_oracle(loaded, include_bots: bool) -> 
     bots = sum(e["is_bot"] for e in events)
     assert 0 < bots < len(events)  # the data set has both
     for f in FILTERS:
-        for dimension in ds.DIMENSIONS:
-            rows = ds.run_dashboard_rows(
+        for dimension in dd.DIMENSIONS:
+            rows = dd.run_dashboard_rows(
                 db, "dimension_sessions", _values(f, include_bots, dimension=dimension, row_limit="100")
             )
-            want = ds.dimension_sessions(events, f, dimension, include_bots)
+            want = dd.dimension_sessions(events, f, dimension, include_bots)
             assert _by_value(rows) == want, (f, dimension)
             assert [r["sessions"] for r in rows] == sorted((r["sessions"] for r in rows), reverse=True)
             assert not any(r["estimated"] for r in rows)
             total = sum(r["sessions"] for r in rows)
             assert sum(float(r["share"]) for r in rows) == pytest.approx(1.0, abs=0.01 if total else 1)
         # first-event attribution: the later internal page views never make an 'Internal' session
-        assert "Internal" not in ds.dimension_sessions(events, f, "channel_group", include_bots)
+        assert "Internal" not in dd.dimension_sessions(events, f, "channel_group", include_bots)
 
-        rows = ds.run_dashboard_rows(
+        rows = dd.run_dashboard_rows(
             db, "dimension_sessions", _values(f, include_bots, dimension="campaign", row_limit="100")
         )
         got = {tuple(k.split("\x1f")): v for k, v in _by_value(rows).items()}
-        assert got == ds.dimension_sessions(events, f, "campaign", include_bots)
+        assert got == dd.dimension_sessions(events, f, "campaign", include_bots)
 
-        rows = ds.run_dashboard_rows(
+        rows = dd.run_dashboard_rows(
             db, "top_pages", _values(f, include_bots, order_by="views", row_limit="100")
         )
         got = {r["page_path"]: {k: r[k] for k in ("views", "sessions", "entries", "exits")} for r in rows}
-        assert got == ds.top_pages(events, f, include_bots)
+        assert got == dd.top_pages(events, f, include_bots)
         assert [r["views"] for r in rows] == sorted((r["views"] for r in rows), reverse=True)
-        by_exits = ds.run_dashboard_rows(
+        by_exits = dd.run_dashboard_rows(
             db, "top_pages", _values(f, include_bots, order_by="exits", row_limit="3")
         )
         assert [r["exits"] for r in by_exits] == sorted((v["exits"] for v in got.values()), reverse=True)[:3]
 
-        row = ds.run_dashboard_rows(db, "pages_summary", _values(f, include_bots))[0]
-        want = ds.pages_summary(events, f, include_bots)
+        row = dd.run_dashboard_rows(db, "pages_summary", _values(f, include_bots))[0]
+        want = dd.pages_summary(events, f, include_bots)
         assert (row["page_views"], row["sessions"]) == (want["page_views"], want["sessions"])
         assert float(row["views_per_session"]) == pytest.approx(want["views_per_session"])
 
-        rows = ds.run_dashboard_rows(db, "retention_cohorts", _values(f, include_bots))
-        assert {(r["cohort_week"], r["week_n"]): r["visitors"] for r in rows} == ds.retention_cohorts(
+        rows = dd.run_dashboard_rows(db, "retention_cohorts", _values(f, include_bots))
+        assert {(r["cohort_week"], r["week_n"]): r["visitors"] for r in rows} == dd.retention_cohorts(
             events, f, include_bots
         )
         for r in rows:
             assert float(r["returning_share"]) == pytest.approx(round(r["visitors"] / r["cohort_size"], 4))
 
-        row = ds.run_dashboard_rows(db, "active_users", _values(f, include_bots))[0]
-        want = ds.active_users(events, f, include_bots)
+        row = dd.run_dashboard_rows(db, "active_users", _values(f, include_bots))[0]
+        want = dd.active_users(events, f, include_bots)
         assert float(row["dau"]) == pytest.approx(want["dau"], abs=0.006)
         assert (row["wau"], row["mau"]) == (want["wau"], want["mau"])
         assert float(row["stickiness"]) == pytest.approx(want["stickiness"], abs=1e-4)
         assert row["estimated"] is False
 
-        rows = ds.run_dashboard_rows(db, "daily_visitors", _values(f, include_bots))
-        want = ds.daily_visitors(events, f.date_from, f.date_to, include_bots)
+        rows = dd.run_dashboard_rows(db, "daily_visitors", _values(f, include_bots))
+        want = dd.daily_visitors(events, f.date_from, f.date_to, include_bots)
         assert {r["day"]: r["visitors"] for r in rows} == {d.isoformat(): len(v) for d, v in want.items()}
     # the longest period has several cohorts with returning visitors
-    cohorts = ds.retention_cohorts(events, FILTERS[2], include_bots)
+    cohorts = dd.retention_cohorts(events, FILTERS[2], include_bots)
     assert len({c for c, _ in cohorts}) >= 4 and any(n > 0 for _, n in cohorts)
 
 
@@ -135,7 +136,7 @@ def _snapshot(db: PgDatabase) -> dict[str, list[tuple]]:
 def test_any_arrival_order_equals_a_rebuild(dw_db: PgDatabase) -> None:
     """Late events (an earlier first event, a later exit, a purchase, an earlier first week) move
     a session's or a visitor's contribution; the incremental cells end equal to a rebuild."""
-    events = ds.make_dimension_events(ANCHOR, seed=23, sessions=120)
+    events = dd.make_dimension_events(ANCHOR, seed=23, sessions=120)
     shuffled = events[:]
     random.Random(5).shuffle(shuffled)
     # keep every session's state (the default drops it 3 days after the session's last event)
@@ -146,10 +147,10 @@ def test_any_arrival_order_equals_a_rebuild(dw_db: PgDatabase) -> None:
     dw_db.query("SELECT dash_dimension_rebuild()")
     assert _snapshot(dw_db) == incremental
     f = FILTERS[2]
-    rows = ds.run_dashboard_rows(
+    rows = dd.run_dashboard_rows(
         dw_db, "dimension_sessions", _values(f, False, dimension="entry_page", row_limit="99")
     )
-    assert _by_value(rows) == ds.dimension_sessions(events, f, "entry_page")
+    assert _by_value(rows) == dd.dimension_sessions(events, f, "entry_page")
 
 
 def test_an_event_later_than_the_session_state_is_one_more_session(dw_db: PgDatabase) -> None:
@@ -157,7 +158,7 @@ def test_an_event_later_than_the_session_state_is_one_more_session(dw_db: PgData
     its last event, measured from the newest event), a straggler of it counts as a session of its
     own; a rebuild makes it exact again."""
     events = sorted(
-        ds.make_dimension_events(ANCHOR, seed=31, sessions=60), key=lambda e: e["event_timestamp"]
+        dd.make_dimension_events(ANCHOR, seed=31, sessions=60), key=lambda e: e["event_timestamp"]
     )
     old = next(
         e for e in events if ANCHOR - timedelta(days=20) < e["event_timestamp"] < ANCHOR - timedelta(days=10)
@@ -171,19 +172,19 @@ def test_an_event_later_than_the_session_state_is_one_more_session(dw_db: PgData
     _load(dw_db, [straggler])
     f = FILTERS[2]
     got = _by_value(
-        ds.run_dashboard_rows(dw_db, "dimension_sessions", _values(f, True, dimension="os", row_limit="99"))
+        dd.run_dashboard_rows(dw_db, "dimension_sessions", _values(f, True, dimension="os", row_limit="99"))
     )
-    want = ds.dimension_sessions(events, f, "os", True)
+    want = dd.dimension_sessions(events, f, "os", True)
     assert sum(v["sessions"] for v in got.values()) == sum(v["sessions"] for v in want.values()) + 1
     dw_db.query("SELECT dash_dimension_rebuild()")
     got = _by_value(
-        ds.run_dashboard_rows(dw_db, "dimension_sessions", _values(f, True, dimension="os", row_limit="99"))
+        dd.run_dashboard_rows(dw_db, "dimension_sessions", _values(f, True, dimension="os", row_limit="99"))
     )
     assert got == want
 
 
 def test_periods_older_than_the_hourly_window_are_rounded_and_marked(dw_db: PgDatabase) -> None:
-    events = ds.make_dimension_events(ANCHOR, seed=29, sessions=120)
+    events = dd.make_dimension_events(ANCHOR, seed=29, sessions=120)
     _load(dw_db, events)
     dw_db.query("UPDATE dash_dim_state SET hourly_days = 3")
     dw_db.query("SELECT dash_dimension_rebuild()")
@@ -192,19 +193,19 @@ def test_periods_older_than_the_hourly_window_are_rounded_and_marked(dw_db: PgDa
     assert dw_db.query("SELECT min(bucket) >= %s FROM dash_dim_hourly", (hourly_from,)) == [(True,)]
     # recent: exact in Singapore time
     recent = ds.Filters(ANCHOR.date() - timedelta(days=1), ANCHOR.date(), "Asia/Singapore")
-    rows = ds.run_dashboard_rows(
+    rows = dd.run_dashboard_rows(
         dw_db, "dimension_sessions", _values(recent, False, dimension="os", row_limit="99")
     )
-    assert _by_value(rows) == ds.dimension_sessions(events, recent, "os") and not rows[0]["estimated"]
+    assert _by_value(rows) == dd.dimension_sessions(events, recent, "os") and not rows[0]["estimated"]
     # old: Singapore days (UTC+8) rounded to the nearest UTC midnight, i.e. read as UTC days
     old = ds.Filters(ANCHOR.date() - timedelta(days=20), ANCHOR.date() - timedelta(days=10), "Asia/Singapore")
-    rows = ds.run_dashboard_rows(
+    rows = dd.run_dashboard_rows(
         dw_db, "dimension_sessions", _values(old, False, dimension="os", row_limit="99")
     )
     as_utc = ds.Filters(old.date_from, old.date_to, "UTC")
-    assert _by_value(rows) == ds.dimension_sessions(events, as_utc, "os")
+    assert _by_value(rows) == dd.dimension_sessions(events, as_utc, "os")
     assert all(r["estimated"] for r in rows) and rows
-    assert ds.run_dashboard_rows(dw_db, "pages_summary", _values(old, False))[0]["estimated"] is True
+    assert dd.run_dashboard_rows(dw_db, "pages_summary", _values(old, False))[0]["estimated"] is True
 
 
 def test_the_etl_role_may_only_refresh(dw_db: PgDatabase) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import dashboard_dimensions_support as dd
 from tests import dashboard_support as ds
 
 ANCHOR = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -27,9 +28,9 @@ DIM_ANCHOR = datetime(2025, 3, 12, 12, 0, tzinfo=UTC)
 def _dimension_cases(events: list[dict]) -> list[dict]:
     day = DIM_ANCHOR.date()
     return [
-        ds.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day), False),
-        ds.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day, "Asia/Singapore"), True),
-        ds.expected_dimension_case(
+        dd.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day), False),
+        dd.expected_dimension_case(events, ds.Filters(day - timedelta(days=6), day, "Asia/Singapore"), True),
+        dd.expected_dimension_case(
             events, ds.Filters(day - timedelta(days=30), day, "America/New_York"), False
         ),
     ]
@@ -54,14 +55,14 @@ def test_dashboard_query_layer_matches_the_oracle(pg_server, dw_template, dw_db,
     rscript = shutil.which("Rscript")
     assert rscript, "Rscript missing: apt-get install r-base-core r-cran-testthat (see .ci/apt-packages.txt)"
     events = ds.make_events(ANCHOR)
-    dim_events = ds.make_dimension_events(DIM_ANCHOR)  # a year earlier: the KPI cases never see them
+    dim_events = dd.make_dimension_events(DIM_ANCHOR)  # a year earlier: the KPI cases never see them
     conn = dw_db.connect()
     try:
         # first, so that their dimension refresh folds them alone (load_events refreshes V005 only);
         # the cases reach 30 days back in New York time: keep the hourly cells of that window
         with conn.cursor() as cur:
             cur.execute("UPDATE dash_dim_state SET hourly_days = 40")
-        ds.load_dimension_events(conn, sorted(dim_events, key=lambda e: e["event_timestamp"]), batches=2)
+        dd.load_dimension_events(conn, sorted(dim_events, key=lambda e: e["event_timestamp"]), batches=2)
         ds.load_events(conn, events)
         with conn.cursor() as cur:
             cur.execute(

@@ -1,5 +1,5 @@
 # The Acquisition, Pages, Technology, Retention and Comparison queries (V031 rollups) against the
-# oracle of tests/dashboard_support.py, bots excluded and included.
+# oracle of tests/dashboard_dimensions_support.py, bots excluded and included.
 
 dimension_cases <- function() fromJSON(test_env("SBW_TEST_DIM_EXPECTED"), simplifyVector = FALSE)$cases
 as_dim_filters <- function(f) {
