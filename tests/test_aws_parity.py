@@ -26,7 +26,7 @@ ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 # The host plays and the roles they run (site.yml's order).
 HOST_PLAYBOOKS = ("private_repo", "stacks_facts", "webdb", "dwh")
 HOST_ROLES = ("apt_repo_publish", "apt_private_source", "postgresql", "oltp_schema", "dw_schema")
-HOST_ROLES += ("shiny_server", "sbw_dashboard", "host_metrics")
+HOST_ROLES += ("shiny_server", "sbw_dashboard", "host_metrics", "patching")
 # The one documented difference between the sandbox and AWS: where the AWS APIs are.
 ENDPOINT_VARIABLES = {"sbw_aws_endpoint_url", "sbw_aws_guest_endpoint_url"}
 
