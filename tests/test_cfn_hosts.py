@@ -202,7 +202,7 @@ def test_the_data_volume_is_attached_and_its_id_tagged_on_the_instance(host: str
 
 
 def test_the_volume_id_reaches_the_postgresql_role_through_the_inventory() -> None:
-    """One source: the instance's DataVolumeId tag, composed by inventory/aws_ec2.yml into the role's variable."""
+    """One source: the instance's DataVolumeId tag, which inventory/aws_ec2.yml composes into the role."""
     compose = yaml.safe_load((REPO / "inventory" / "aws_ec2.yml").read_text())["compose"]
     assert compose["postgresql_data_volume_id"] == "aws_tags.DataVolumeId | default('')"
     specs = yaml.safe_load((REPO / "roles" / "postgresql" / "meta" / "argument_specs.yml").read_text())
