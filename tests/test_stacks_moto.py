@@ -449,7 +449,7 @@ def test_instances_tags_subnets_and_addresses(deployment: Deployment) -> None:
     assert webdb.get("PublicIpAddress") == deployment.facts["sbw_webdb_public_ip"]
     assert not dwh.get("PublicIpAddress")
     assert webdb["InstanceType"] == "t3.small" and dwh["InstanceType"] == "t3.medium"
-    # Each host's PostgreSQL data volume (issue 16): of its size, in its zone, attached to it, and its id in the
+    # Each host's PostgreSQL data volume (issue 16): of its size, in its zone, attached to it, its id in the
     # instance's DataVolumeId tag (what inventory/aws_ec2.yml composes). Type and encryption: test_cfn_hosts.
     for instance, size in ((webdb, 20), (dwh, 40)):
         volume_id = {t["Key"]: t["Value"] for t in instance["Tags"]}["DataVolumeId"]
