@@ -7,16 +7,24 @@ postgresql role runs, a row is written, the role runs again (changed=0, the row 
 destroyed (root, network, PID 1 gone; the volume kept) and booted again from a fresh root, and the role
 runs a third time: the row is there and the cluster is the same one (its system identifier, which
 initdb draws anew, did not change), i.e. the package adopted the cluster instead of creating one. Then
-a purge and the sandbox's teardown remove the volume. ~3 min; xdist group `sandbox` like every nspawn
-suite, under `flock /tmp/sbw-hosts.lock` on shared machines.
+a purge and the sandbox's teardown remove the volume.
+
+The AWS path of the role (postgresql_data_volume_id set: wait for the NVMe by-id device, make a filesystem
+once, mount by UUID) runs on a second one-host sandbox (198.18.0.104/29) against a loop device standing in
+for the EBS volume: the test plays EC2 and udev, making the device node and its
+/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol<id> link in the guest, again after the host is replaced.
+~5 min in all; xdist group `sandbox` like every nspawn suite, under `flock /tmp/sbw-hosts.lock` on shared
+machines.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +36,17 @@ from tests.ansible_support import ANSIBLE_PLAYBOOK, LOCAL_CONTROLLER, ansible_en
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
 
 REPO = Path(__file__).resolve().parents[1]
-HOST_CIDR = "198.18.0.98/29"
-GATEWAY = "198.18.0.97"
 HOST = {
     "name": "webdb",
-    "address": HOST_CIDR,
-    "gateway": GATEWAY,
+    "address": "198.18.0.98/29",
+    "gateway": "198.18.0.97",
     "route_out": False,
     "apt_proxy": True,
     "data_volume": "/var/lib/postgresql",
 }
+# The EBS stand-in's host: no directory bound, the role mounts the (loop) block device itself.
+EBS_HOST = {**HOST, "address": "198.18.0.106/29", "gateway": "198.18.0.105", "data_volume": ""}
+VOLUME_ID = "vol-0123456789abcdef0"
 PSQL = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c"]
 
 
@@ -46,6 +55,7 @@ class OneHost:
     state: Path
     inventory: Path
     extra_vars: dict[str, Any]
+    host: dict[str, Any]
 
     @property
     def volume(self) -> Path:
@@ -95,13 +105,12 @@ def _write(path: Path, plays: list[dict[str, Any]]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHost]:
-    state = tmp_path_factory.mktemp("datavolume")
+@contextmanager
+def _sandbox(state: Path, host: dict[str, Any]) -> Iterator[OneHost]:
     inventory = state / "inventory"
     inventory.mkdir()
     (inventory / "group_vars").symlink_to(REPO / "inventory" / "sandbox" / "group_vars")
-    webdb = {f"sandbox_host_{k}": v for k, v in HOST.items() if k != "name"}
+    webdb = {f"sandbox_host_{k}": v for k, v in host.items() if k != "name"}
     (inventory / "hosts.yml").write_text(
         json.dumps(
             {
@@ -120,7 +129,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHost]:
         "sandbox_moto_enabled": False,
         "sandbox_ec2_register": False,
     }
-    one = OneHost(state, inventory, extra)
+    one = OneHost(state, inventory, extra, host)
     up = one.playbook(REPO / "playbooks" / "sandbox.yml")
     try:
         assert up.returncode == 0, up.stdout[-4000:]
@@ -132,10 +141,9 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHost]:
         assert not (state / "state" / "volumes").exists()
 
 
-@pytest.fixture(scope="module")
-def plays(host: OneHost) -> dict[str, Path]:
+def _plays(one: OneHost) -> dict[str, Path]:
     role = _write(
-        host.state / "postgresql.yml",
+        one.state / "postgresql.yml",
         [{"name": "PostgreSQL", "hosts": "role_webdb", "gather_facts": True, "roles": ["postgresql"]}],
     )
 
@@ -143,11 +151,23 @@ def plays(host: OneHost) -> dict[str, Path]:
         task = {"ansible.builtin.include_role": {"name": "sandbox", "tasks_from": tasks_from}, "vars": more}
         return [{"name": tasks_from, "hosts": "localhost", "gather_facts": False, "tasks": [task]}]
 
-    destroy = _write(host.state / "destroy.yml", sandbox_task("host_absent", sandbox_host=HOST))
+    destroy = _write(one.state / "destroy.yml", sandbox_task("host_absent", sandbox_host=one.host))
     purge = _write(
-        host.state / "purge.yml", sandbox_task("host_absent", sandbox_host=HOST, sandbox_volumes_purge=True)
+        one.state / "purge.yml",
+        sandbox_task("host_absent", sandbox_host=one.host, sandbox_volumes_purge=True),
     )
     return {"role": role, "destroy": destroy, "purge": purge}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OneHost]:
+    with _sandbox(tmp_path_factory.mktemp("datavolume"), HOST) as one:
+        yield one
+
+
+@pytest.fixture(scope="module")
+def plays(host: OneHost) -> dict[str, Path]:
+    return _plays(host)
 
 
 def test_a_rerun_and_a_replaced_host_keep_the_data(host: OneHost, plays: dict[str, Path]) -> None:
@@ -205,3 +225,68 @@ def test_purging_a_host_deletes_its_volume(host: OneHost, plays: dict[str, Path]
     assert host.in_host("findmnt", "-n", "-o", "TARGET", "/var/lib/postgresql").stdout.strip() == (
         "/var/lib/postgresql"
     )
+
+
+@pytest.fixture(scope="module")
+def loop_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 256 MiB image on a loop device of the controller: the EBS volume's stand-in (never mounted here)."""
+    image = tmp_path_factory.mktemp("ebs") / "volume.img"
+    with image.open("wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    attach = subprocess.run(["losetup", "--find", "--show", str(image)], capture_output=True, text=True)
+    assert attach.returncode == 0, attach.stderr
+    device = attach.stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def _attach(one: OneHost, device: str) -> None:
+    """What EC2 and udev do on a Nitro instance: the device, and its link named by the volume id's serial."""
+    rdev = os.stat(device).st_rdev
+    link = f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{VOLUME_ID.replace('-', '')}"
+    script = (
+        f"mknod -m 0660 {device} b {os.major(rdev)} {os.minor(rdev)} && mkdir -p /dev/disk/by-id"
+        f" && ln -sfn {device} {link}"
+    )
+    run = one.in_host("sh", "-c", script)
+    assert run.returncode == 0, run.stderr
+
+
+def _uuid(one: OneHost, device: str) -> str:
+    return one.in_host("blkid", "-s", "UUID", "-o", "value", device).stdout.strip()
+
+
+def test_the_ebs_path_formats_once_mounts_by_uuid_and_a_replaced_host_adopts(
+    tmp_path_factory: pytest.TempPathFactory, loop_device: str
+) -> None:
+    with _sandbox(tmp_path_factory.mktemp("ebsvolume"), EBS_HOST) as one:
+        plays = _plays(one)
+        _attach(one, loop_device)
+        first = one.playbook(plays["role"], postgresql_data_volume_id=VOLUME_ID)
+        assert first.returncode == 0, first.stdout[-5000:]
+        fs = _uuid(one, loop_device)
+        assert fs, "no filesystem on the volume"
+        mount = one.in_host("findmnt", "-n", "-o", "SOURCE,FSTYPE", "/var/lib/postgresql").stdout.split()
+        assert mount == [loop_device, "ext4"]
+        fstab = one.in_host("cat", "/etc/fstab").stdout
+        assert f"UUID={fs} /var/lib/postgresql ext4 defaults,nofail" in fstab
+        one.sql("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('on the volume')")
+        cluster = one.sql("SELECT system_identifier FROM pg_control_system()")
+        again = one.playbook(plays["role"], postgresql_data_volume_id=VOLUME_ID)
+        assert play_recap(again.stdout)["webdb"]["changed"] == 0, again.stdout[-5000:]
+
+        # A replaced instance: fresh root, the same volume attached again.
+        destroyed = one.playbook(plays["destroy"])
+        assert destroyed.returncode == 0, destroyed.stdout[-4000:]
+        recreated = one.playbook(REPO / "playbooks" / "sandbox.yml")
+        assert recreated.returncode == 0, recreated.stdout[-4000:]
+        assert one.in_host("test", "-e", "/etc/postgresql").returncode != 0
+        _attach(one, loop_device)
+        replaced = one.playbook(plays["role"], postgresql_data_volume_id=VOLUME_ID)
+        assert replaced.returncode == 0, replaced.stdout[-5000:]
+        # Not reformatted (same filesystem), the same cluster (no initdb), the row there.
+        assert _uuid(one, loop_device) == fs
+        assert one.sql("SELECT system_identifier FROM pg_control_system()") == cluster
+        assert one.sql("SELECT note FROM kept") == "on the volume"
