@@ -2,9 +2,9 @@
 # Boot / power off one sandbox host: systemd-nspawn with systemd as PID 1 in the host's netns.
 #
 #   sbw-boot.sh start MACHINE ROOT_DIR NETNS PIDFILE LOGFILE [TIMEOUT_SECONDS] [BIND]
-#       BIND (SRC:DST, may be empty): a controller directory bound at DST in the guest (the host's data
-#       volume, which outlives ROOT_DIR). Boots ROOT_DIR unless PIDFILE names a live guest; waits until the guest's systemd reports
-#       running (or degraded: the failed units are listed in LOGFILE); writes the guest's PID 1 as
+#       boots ROOT_DIR unless PIDFILE names a live guest, with BIND (SRC:DST, may be empty: a controller
+#       directory bound at DST, the host's data volume, which outlives ROOT_DIR); waits until the guest's
+#       systemd reports running (or degraded: the failed units are listed in LOGFILE); writes the guest's PID 1 as
 #       seen from the host (the child of systemd-nspawn) to PIDFILE. Prints "started" or "running".
 #   sbw-boot.sh stop MACHINE PIDFILE [TIMEOUT_SECONDS]
 #       powers the guest off (SIGRTMIN+4 to its PID 1 = systemd's poweroff; RTMIN+3 would only
