@@ -176,6 +176,9 @@ def test_a_rerun_and_a_replaced_host_keep_the_data(host: OneHost, plays: dict[st
     # The cluster lives on the volume (outside the host's root), not in the root.
     assert (host.volume / "15" / "main" / "PG_VERSION").read_text().strip() == "15"
     assert not (host.root / "var" / "lib" / "postgresql" / "15").exists()
+    # Its configuration too (/etc/postgresql links there): what lets a new root adopt the cluster.
+    assert (host.volume / "etc" / "15" / "main" / "postgresql.conf").is_file()
+    assert (host.root / "etc" / "postgresql").is_symlink()
     host.sql("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('written before the replacement')")
     cluster = host.sql("SELECT system_identifier FROM pg_control_system()")
 
