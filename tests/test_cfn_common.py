@@ -137,6 +137,6 @@ def test_data_stacks_have_termination_protection_and_the_stack_policy() -> None:
     assert play_vars["__sbw_stacks_policy_during_update"] == (
         "{{ sbw_stacks_policy_override if (sbw_stacks_allow_replace | default(false) | bool) else omit }}"
     )
-    # Every type the policy protects is one the data stacks hold (or will: EBS data volumes).
+    # Every type the policy protects is one the data stacks hold.
     held = {r["Type"] for s in ("storage", "hosts") for r in template(s)["Resources"].values()}
-    assert {"AWS::EC2::Instance", "AWS::S3::Bucket"} <= held
+    assert {"AWS::EC2::Instance", "AWS::EC2::Volume", "AWS::S3::Bucket"} <= held

@@ -160,3 +160,63 @@ def test_secrets_are_written_with_the_stacks_key() -> None:
     assert facts["ansible.builtin.set_fact"]["sbw_stacks_facts"]["sbw_ssm_kms_key_id"] == (
         "{{ sbw_stacks_out.etl.ParameterKeyId }}"
     )
+
+
+# --- the PostgreSQL data volumes (issue 16 §1) -----------------------------------------------------
+
+HOSTS = {"WebDb": "webdb", "Dwh": "dwh"}
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_each_host_has_an_encrypted_gp3_data_volume_snapshotted_on_delete_and_replace(host: str) -> None:
+    volume = template("hosts")["Resources"][f"{host}DataVolume"]
+    assert volume["Type"] == "AWS::EC2::Volume"
+    assert (volume["DeletionPolicy"], volume["UpdateReplacePolicy"]) == ("Snapshot", "Snapshot")
+    p = plain(volume["Properties"])
+    assert p["Encrypted"] is True and p["VolumeType"] == "gp3"
+    # Its size is the per-host parameter (an in-place ModifyVolume); the root volume's is fixed, because a
+    # new root size replaces the instance.
+    assert p["Size"] == {"Ref": f"{host}VolumeGiB"}
+    (root,) = props("hosts", f"{host}Instance")["BlockDeviceMappings"]
+    assert isinstance(root["Ebs"]["VolumeSize"], int) and root["Ebs"]["DeleteOnTermination"] is True
+    # In the instances' zone, taken from the network stack (the subnets' zone), not from the instance.
+    assert p["AvailabilityZone"] == {"Ref": "AvailabilityZone"}
+    tags = {t["Key"]: t["Value"] for t in p["Tags"]}
+    assert tags["Role"] == HOSTS[host]
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_the_data_volume_is_attached_and_its_id_tagged_on_the_instance(host: str) -> None:
+    attachment = template("hosts")["Resources"][f"{host}DataVolumeAttachment"]
+    assert attachment["Type"] == "AWS::EC2::VolumeAttachment"
+    assert plain(attachment["Properties"]["InstanceId"]) == {"Ref": f"{host}Instance"}
+    assert plain(attachment["Properties"]["VolumeId"]) == {"Ref": f"{host}DataVolume"}
+    # Detachable on purpose (step one of moving to a new AMI), attached by default.
+    assert attachment["Condition"] == "AttachDataVolumes"
+    assert plain(template("hosts")["Conditions"]["AttachDataVolumes"]) == {
+        "Fn::Equals": [{"Ref": "DataVolumesAttached"}, "true"]
+    }
+    assert default("hosts", "DataVolumesAttached") == "true"
+    tags = {t["Key"]: plain(t["Value"]) for t in props("hosts", f"{host}Instance")["Tags"]}
+    assert tags["DataVolumeId"] == {"Ref": f"{host}DataVolume"}
+
+
+def test_the_volume_id_reaches_the_postgresql_role_through_the_inventory() -> None:
+    """One source: the instance's DataVolumeId tag, which inventory/aws_ec2.yml composes into the role."""
+    compose = yaml.safe_load((REPO / "inventory" / "aws_ec2.yml").read_text())["compose"]
+    assert compose["postgresql_data_volume_id"] == "aws_tags.DataVolumeId | default('')"
+    specs = yaml.safe_load((REPO / "roles" / "postgresql" / "meta" / "argument_specs.yml").read_text())
+    assert "postgresql_data_volume_id" in specs["argument_specs"]["main"]["options"]
+    # The zone the volumes are created in is the subnets' own.
+    network = template("network")
+    zone = plain(network["Outputs"]["AvailabilityZone"]["Value"])
+    for subnet in ("PublicSubnet", "PrivateSubnet"):
+        assert plain(network["Resources"][subnet]["Properties"]["AvailabilityZone"]) == zone
+    params = next(
+        t["amazon.aws.cloudformation"]["template_parameters"]
+        for t in stack_tasks()
+        if t.get("amazon.aws.cloudformation", {}).get("stack_name", "").endswith("-hosts")
+    )
+    assert params["AvailabilityZone"] == "{{ sbw_stacks_out.network.AvailabilityZone }}"
+    assert params["DataVolumesAttached"] == "{{ sbw_stacks.data_volumes_attached | string | lower }}"
+    assert params["DwhVolumeGiB"] == "{{ sbw_stacks.dwh_volume_gib }}"

@@ -31,7 +31,12 @@ def test_http_api_tiers_above_300_million() -> None:
 def test_fixed_items() -> None:
     e = cost.estimate(100, 20)
     assert e.item("EC2 (t3.small webdb + t3.medium dwh)").usd == pytest.approx(730 * (0.0264 + 0.0528))
-    assert e.item("EBS gp3 root volumes").usd == pytest.approx(60 * 0.096)
+    # Issue 16: the roots hold the system only; PostgreSQL is on its own volumes, snapshotted on replace.
+    assert e.item("EBS gp3 root volumes").usd == pytest.approx(2 * 10 * 0.096)
+    assert e.item("EBS gp3 PostgreSQL data volumes").usd == pytest.approx(60 * 0.096)
+    assert e.item("EBS snapshots of the data volumes (left by a replace or delete)").usd == pytest.approx(
+        60 * 0.05
+    )
     # Four endpoints since the disk metric: monitoring joined ssm, ssmmessages and ec2messages.
     assert e.item("Interface endpoints (ssm, ssmmessages, ec2messages, monitoring)").usd == pytest.approx(
         4 * 730 * 0.013 + 0.02
@@ -115,3 +120,15 @@ def test_what_a_teardown_keeps_costs_by_kind() -> None:
     assert cost.kept_monthly_usd("user_pool", 1) == 0
     with pytest.raises(ValueError, match="unknown kept item 'volume'"):
         cost.kept_monthly_usd("volume", 1)
+
+
+def test_volume_sizes_are_the_templates() -> None:
+    """The sizes priced are the hosts stack's: roots fixed, data volumes the parameters' defaults."""
+    from tests.cfn_support import default, props
+
+    a = cost.Assumptions()
+    for host in ("WebDb", "Dwh"):
+        (root,) = props("hosts", f"{host}Instance")["BlockDeviceMappings"]
+        assert root["Ebs"]["VolumeSize"] == a.root_volume_gb
+    assert int(default("hosts", "WebDbVolumeGiB")) == a.webdb_volume_gb
+    assert int(default("hosts", "DwhVolumeGiB")) == a.dwh_volume_gb

@@ -125,3 +125,20 @@ def test_peer_is_allowed_only_locally(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "scram-sha-256" in result.stdout
+
+
+@pytest.mark.parametrize("volume_id", ["/dev/xvdf", "vol-XYZ", "vol-0123", "0123456789abcdef0"])
+def test_a_data_volume_id_that_is_not_an_ebs_id_is_refused(tmp_path: Path, volume_id: str) -> None:
+    result = _run_role_checks(
+        tmp_path, {"postgresql_memory_mb": 2048, "postgresql_data_volume_id": volume_id}
+    )
+    assert result.returncode != 0
+    assert "postgresql_data_volume_id must be an EBS volume id" in result.stdout
+
+
+@pytest.mark.parametrize("volume_id", ["", "vol-0123abcd", "vol-0123456789abcdef0"])
+def test_an_ebs_volume_id_or_none_is_accepted(tmp_path: Path, volume_id: str) -> None:
+    result = _run_role_checks(
+        tmp_path, {"postgresql_memory_mb": 2048, "postgresql_data_volume_id": volume_id}
+    )
+    assert result.returncode == 0, result.stdout[-3000:]

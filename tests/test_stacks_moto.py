@@ -11,6 +11,8 @@ Known gaps of moto 5.2 (tests/test_cfn_*.py assert these parts on the parsed tem
   a GetAtt of one in Outputs makes the stack fail, so outputs only Ref them.
 - EC2 instances: SecurityGroupIds, LaunchTemplate (IMDSv2) and EbsOptimized are ignored; a dynamic
   reference ({{resolve:ssm:...}}) is not resolved (the image id is the literal string).
+- EBS volumes: only Size and AvailabilityZone are read (VolumeType, Encrypted and Tags are dropped: a gp2,
+  unencrypted volume); AWS::EC2::VolumeAttachment is modelled.
 - Security groups: GroupName is ignored (a generated name), egress is not modelled.
 - Subnet route table associations are not shown on the route tables (tables are found by Name tag here).
 - S3 buckets: encryption is modelled; versioning, lifecycle rules, public access block and ownership
@@ -447,6 +449,14 @@ def test_instances_tags_subnets_and_addresses(deployment: Deployment) -> None:
     assert webdb.get("PublicIpAddress") == deployment.facts["sbw_webdb_public_ip"]
     assert not dwh.get("PublicIpAddress")
     assert webdb["InstanceType"] == "t3.small" and dwh["InstanceType"] == "t3.medium"
+    # Each host's PostgreSQL data volume (issue 16): of its size, in its zone, attached to it, its id in the
+    # instance's DataVolumeId tag (what inventory/aws_ec2.yml composes). Type and encryption: test_cfn_hosts.
+    for instance, size in ((webdb, 20), (dwh, 40)):
+        volume_id = {t["Key"]: t["Value"] for t in instance["Tags"]}["DataVolumeId"]
+        (volume,) = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+        assert volume["Size"] == size
+        assert volume["AvailabilityZone"] == instance["Placement"]["AvailabilityZone"] == f"{REGION}a"
+        assert [a["InstanceId"] for a in volume["Attachments"]] == [instance["InstanceId"]]
     # One role per host (issue 16): two profiles, two roles, neither with the AWS-managed SSM core policy.
     iam = deployment.client("iam")
     profiles = {i["IamInstanceProfile"]["Arn"] for i in (webdb, dwh)}
@@ -566,3 +576,5 @@ def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> 
         assert int(hostvars["ansible_aws_ssm_timeout"]) >= 600
         assert hostvars["ansible_python_interpreter"] == "/usr/bin/python3"
         assert hostvars["ec2_name"] == name
+        # The postgresql role finds the data volume by this id.
+        assert re.fullmatch(r"vol-[0-9a-f]+", hostvars["postgresql_data_volume_id"])

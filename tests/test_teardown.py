@@ -167,11 +167,12 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     assert play_recap(first.stdout)["localhost"]["changed"] == 1
     after = account_state(endpoint)
     # Every stack gone, both hosts terminated; left: the retained buckets, the parameters, their key
-    # (enabled: it decrypts them) and one final snapshot per host root volume.
+    # (enabled: it decrypts them), one final snapshot per host root volume and one per PostgreSQL data volume
+    # (its DeletionPolicy: Snapshot; moto ignores the policy, so there the teardown takes it).
     assert after["stacks"] == [] and after["instances"] == []
     assert after["buckets"] == sorted([raw, assets])
     assert after["parameters"] == ["/sbw/dwh/etl_password", "/sbw/webdb/app_password"]
-    assert len(after["snapshots"]) == 2
+    assert len(after["snapshots"]) == 4
     enabled = [k for k, state in after["keys"].items() if state == "Enabled"]
     assert len(enabled) == 1
     # The report names exactly those, with their monthly cost.
@@ -186,8 +187,11 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     ):
         assert kept in msg, kept
     assert "SBW_EC2_WebDB-final" in msg and "SBW_EC2_ShinyDWH-final" in msg
-    # 20 + 40 GiB of snapshots at 0.05, 1 key at 1.00, 2,000 bytes of raw versions, 0 for the parameters.
-    assert "kept 6 item(s), 4.00 USD/month (delete them with -e sbw_teardown_purge=true)" in msg, msg
+    # (moto drops a volume's tags: the data volumes' snapshots are named by their logical ids.)
+    assert "WebDbDataVolume-final" in msg and "DwhDataVolume-final" in msg
+    # 10 + 10 GiB of root and 20 + 40 GiB of data volume snapshots at 0.05, 1 key at 1.00, 2,000 bytes of raw
+    # versions, 0 for the parameters.
+    assert "kept 8 item(s), 5.00 USD/month (delete them with -e sbw_teardown_purge=true)" in msg, msg
     # The raw bucket still holds both versions of its object.
     versions = client(endpoint, "s3").list_object_versions(Bucket=raw)["Versions"]
     assert len(versions) == 2
@@ -196,7 +200,7 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     assert second.returncode == 0, second.stdout[-4000:]
     assert play_recap(second.stdout)["localhost"]["changed"] == 0
     assert account_state(endpoint) == after
-    assert "done: 0 step(s); kept 6 item(s), 4.00 USD/month" in report(second)
+    assert "done: 0 step(s); kept 8 item(s), 5.00 USD/month" in report(second)
 
     purge = run_teardown(
         endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "-e", "sbw_teardown_purge=true"

@@ -156,8 +156,13 @@ class Assumptions:
     etl_catch_up_idle_s: float = 0.3
     log_bytes_per_request: int = 900  # Lambda START/END/REPORT (~260) + one JSON log line + access log
     log_retention_months: float = 1.0  # RetentionInDays 30
+    # cloudformation/hosts.yaml: each root volume (fixed), the PostgreSQL data volumes (WebDbVolumeGiB,
+    # DwhVolumeGiB defaults) and, kept after a replace or delete (DeletionPolicy/UpdateReplacePolicy:
+    # Snapshot), one snapshot of each data volume (upper bound: its size; a snapshot bills used blocks).
+    root_volume_gb: int = 10
     webdb_volume_gb: int = 20
     dwh_volume_gb: int = 40
+    data_volume_snapshots: int = 1
     endpoints: int = 4  # ssm, ssmmessages, ec2messages, monitoring (the disk metric) in one AZ
     endpoint_gb_per_month: float = 2.0  # SSM sessions, agent traffic, ETL's parameter reads
     # Every alarm of the templates (hosts: status checks; ingest: 5xx/4xx rates, errors, throttles; etl).
@@ -258,10 +263,16 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
             f"2 x {HOURS_PER_MONTH} h",
             HOURS_PER_MONTH * (_p("ec2_t3_small") + _p("ec2_t3_medium")),
         ),
+        Item("EBS gp3 root volumes", f"2 x {a.root_volume_gb} GB", 2 * a.root_volume_gb * _p("ebs_gp3")),
         Item(
-            "EBS gp3 root volumes",
+            "EBS gp3 PostgreSQL data volumes",
             f"{a.webdb_volume_gb + a.dwh_volume_gb} GB",
             (a.webdb_volume_gb + a.dwh_volume_gb) * _p("ebs_gp3"),
+        ),
+        Item(
+            "EBS snapshots of the data volumes (left by a replace or delete)",
+            f"{a.data_volume_snapshots} x {a.webdb_volume_gb + a.dwh_volume_gb} GB",
+            a.data_volume_snapshots * (a.webdb_volume_gb + a.dwh_volume_gb) * _p("ebs_snapshot"),
         ),
         Item("Public IPv4 (webdb Elastic IP)", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * _p("public_ipv4")),
         Item(

@@ -2,9 +2,10 @@
 
 The stacks go in the reverse of their deploy order (lake, auth, etl, ingest, hosts, storage, network,
 alerts). What the templates retain (`DeletionPolicy: Retain`) decides what is data: by default the raw
-and assets buckets, the /sbw/* parameters with their KMS key and the user pool stay, and each retained
-instance (its PostgreSQL data is on its root volume) leaves a final snapshot of every volume before it
-is terminated, so the network can go. The kept items come back with their monthly cost
+and assets buckets, the /sbw/* parameters with their KMS key and the user pool stay; each retained
+instance leaves a final snapshot of its root volume before it is terminated, so the network can go; each
+PostgreSQL data volume (`DeletionPolicy: Snapshot`) leaves the snapshot CloudFormation takes as it deletes
+the stack, tagged by the teardown like the others. The kept items come back with their monthly cost
 (`sbw_ops.cost.kept_item`). With `purge`, everything goes: buckets emptied of every version and
 deleted, snapshots, parameters, the user pool deleted, the key scheduled for deletion (AWS's minimum
 wait, 7 days).
@@ -142,6 +143,16 @@ class Teardown:
             for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack)
             for r in page["StackResourceSummaries"]
         ]
+        # The PostgreSQL data volumes (DeletionPolicy: Snapshot): CloudFormation snapshots them as it deletes
+        # the stack, after the instances are gone (a clean copy); the teardown only tags that snapshot so
+        # the report and a purge find it. moto ignores the policy: there the teardown takes it itself.
+        policy_volumes = {
+            r["PhysicalResourceId"]: self._volume_name(r["PhysicalResourceId"], r["LogicalResourceId"])
+            for r in resources
+            if r["ResourceType"] == "AWS::EC2::Volume"
+            and r.get("PhysicalResourceId")
+            and policies.get(r["LogicalResourceId"]) == "Snapshot"
+        }
         for resource in resources:
             kind, physical = resource["ResourceType"], resource.get("PhysicalResourceId")
             retained = policies.get(resource["LogicalResourceId"], "Delete") == "Retain"
@@ -152,7 +163,7 @@ class Teardown:
                 self._empty_bucket(physical)
                 self._rebuilt_buckets.add(physical)
             elif kind == "AWS::EC2::Instance":
-                self._instance(physical)
+                self._instance(physical, skip=set(policy_volumes))
             elif kind == "AWS::KMS::Key":
                 self._key_ids.add(physical)
             elif kind == "AWS::EC2::VPC" and self.sandbox:
@@ -161,7 +172,19 @@ class Teardown:
                 )
         if described.get("EnableTerminationProtection"):
             self._act(f"lift termination protection of stack {stack}", lambda: self._unprotect(stack))
+        for volume_id, name in policy_volumes.items():
+            if self.sandbox and not self._final_snapshot_exists(volume_id):
+                self._act(
+                    f"moto: final snapshot of {name} ({volume_id}), its DeletionPolicy: Snapshot",
+                    lambda v=volume_id, n=name: self._snapshot(v, n, "data volume"),
+                )
         self._act(f"delete stack {stack}", lambda: self._delete_stack(stack))
+        for volume_id, name in policy_volumes.items():
+            if not self.sandbox:
+                self._act(
+                    f"tag CloudFormation's final snapshot of {name} ({volume_id})",
+                    lambda v=volume_id, n=name: self._tag_policy_snapshot(v, n),
+                )
 
     def _moto_leftovers(self, vpc_id: str) -> None:
         """moto keeps the network interfaces of deleted interface endpoints and terminated instances (and
@@ -229,7 +252,35 @@ class Teardown:
             ) from error
 
     # --- instances: final snapshots, then terminate -----------------------------------------------
-    def _instance(self, instance_id: str) -> None:
+    def _volume_name(self, volume_id: str, fallback: str) -> str:
+        try:
+            (volume,) = self.client("ec2").describe_volumes(VolumeIds=[volume_id])["Volumes"]
+        except ClientError as error:
+            if _missing(error, "InvalidVolume.NotFound"):
+                return fallback
+            raise
+        return {t["Key"]: t["Value"] for t in volume.get("Tags", [])}.get("Name", fallback)
+
+    def _tag_policy_snapshot(self, volume_id: str, name: str) -> None:
+        ec2 = self.client("ec2")
+        found = ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [volume_id]}]
+        )["Snapshots"]
+        if not found:
+            raise TeardownError(
+                f"CloudFormation left no snapshot of {name} ({volume_id}) (DeletionPolicy: Snapshot)"
+            )
+        snapshot = max(found, key=lambda s: s["StartTime"])
+        ec2.create_tags(
+            Resources=[snapshot["SnapshotId"]],
+            Tags=[
+                {"Key": "Name", "Value": f"{name}-final"},
+                {"Key": SNAPSHOT_TAG, "Value": volume_id},
+                {"Key": "sbw:stack-prefix", "Value": self.prefix},
+            ],
+        )
+
+    def _instance(self, instance_id: str, skip: set[str] | None = None) -> None:
         ec2 = self.client("ec2")
         try:
             reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
@@ -244,6 +295,8 @@ class Teardown:
             if not self.purge:
                 for mapping in instance.get("BlockDeviceMappings", []):
                     volume_id = mapping.get("Ebs", {}).get("VolumeId")
+                    if volume_id in (skip or set()):
+                        continue  # a data volume: snapshotted by its DeletionPolicy with the stack
                     if volume_id and not self._final_snapshot_exists(volume_id):
                         self._act(
                             f"final snapshot of {name}'s volume {volume_id}",

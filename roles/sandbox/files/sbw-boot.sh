@@ -1,9 +1,10 @@
 #!/bin/bash
 # Boot / power off one sandbox host: systemd-nspawn with systemd as PID 1 in the host's netns.
 #
-#   sbw-boot.sh start MACHINE ROOT_DIR NETNS PIDFILE LOGFILE [TIMEOUT_SECONDS]
-#       boots ROOT_DIR unless PIDFILE names a live guest; waits until the guest's systemd reports
-#       running (or degraded: the failed units are listed in LOGFILE); writes the guest's PID 1 as
+#   sbw-boot.sh start MACHINE ROOT_DIR NETNS PIDFILE LOGFILE [TIMEOUT_SECONDS] [BIND]
+#       boots ROOT_DIR unless PIDFILE names a live guest, with BIND (SRC:DST, may be empty: a controller
+#       directory bound at DST, the host's data volume, which outlives ROOT_DIR); waits until the guest's
+#       systemd reports running (or degraded: the failed units are listed in LOGFILE); writes the guest's PID 1 as
 #       seen from the host (the child of systemd-nspawn) to PIDFILE. Prints "started" or "running".
 #   sbw-boot.sh stop MACHINE PIDFILE [TIMEOUT_SECONDS]
 #       powers the guest off (SIGRTMIN+4 to its PID 1 = systemd's poweroff; RTMIN+3 would only
@@ -32,6 +33,8 @@ machine=${2:?machine}
 case $action in
 start)
     root=${3:?root dir} netns=${4:?netns} pidfile=${5:?pidfile} logfile=${6:?logfile} timeout=${7:-180}
+    binds=()
+    [ -z "${8:-}" ] || binds=("--bind=$8")
     if guest_alive "$pidfile"; then
         echo running
         exit 0
@@ -40,7 +43,7 @@ start)
     rm -rf "/run/systemd/nspawn/propagate/$machine"
     setsid systemd-nspawn --boot --directory="$root" --machine="$machine" --hostname="$machine" \
         --network-namespace-path="/run/netns/$netns" --register=no --keep-unit \
-        --console=passive --link-journal=no --resolv-conf=off --timezone=off \
+        --console=passive --link-journal=no --resolv-conf=off --timezone=off "${binds[@]}" \
         >>"$logfile" 2>&1 </dev/null &
     nspawn=$!
     pid1=
