@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -120,6 +121,38 @@ def test_plugin_port_forward(ssm_endpoint: tuple[str, Path], tmp_path: Path) -> 
         proc.terminate()
         proc.wait(timeout=10)
         target.close()
+
+
+def test_port_forward_sessions_check_the_port_and_their_data_channel(
+    ssm_endpoint: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The service refuses a bad portNumber; the data channel (the endpoint's relay into the host)
+    opens only for that session's token, so a port forward needs no privilege on the caller's side."""
+    endpoint, hosts_file = ssm_endpoint
+    hosts_file.write_text(json.dumps({"i-00000000000000002": str(tmp_path / "dwh.pid")}))
+    ssm = _ssm(endpoint)
+    document = "AWS-StartPortForwardingSession"
+    with pytest.raises(ClientError) as bad_port:
+        ssm.start_session(
+            Target="i-00000000000000002", DocumentName=document, Parameters={"portNumber": ["x"]}
+        )
+    assert bad_port.value.response["Error"]["Code"] == "InvalidParameters"
+    started = ssm.start_session(
+        Target="i-00000000000000002", DocumentName=document, Parameters={"portNumber": ["3838"]}
+    )
+    stream = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(started["StreamUrl"]).query))["stream"]
+    assert stream == f"{endpoint}/v1/data-channel/{started['SessionId']}"
+    url = urllib.parse.urlsplit(stream)
+
+    def upgrade(token: str) -> bytes:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+            head = f"GET {url.path}?token={token} HTTP/1.1\r\nHost: {url.netloc}\r\nUpgrade: sbw-tcp\r\n\r\n"
+            conn.sendall(head.encode())
+            return conn.recv(200).split(b"\r\n", 1)[0]
+
+    assert b" 403 " in upgrade("not-the-token")
+    # The right token, but the host's PID file does not exist: refused, nothing relayed.
+    assert b" 502 " in upgrade(urllib.parse.quote(started["TokenValue"]))
 
 
 def test_plugin_refuses_foreign_sessions() -> None:

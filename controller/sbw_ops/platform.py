@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -247,8 +248,45 @@ def step_schedule(state: PlatformState) -> None:
     print(f"  every {config.schedule_every_seconds:g} s (stands for rate(1 hour)); pid {proc.pid}")
 
 
+def _ssm_stand_in(state: PlatformState, timeout: float = 30.0) -> None:
+    """The sandbox's Session Manager for the controller's own SSM sessions (the port forward): the SSM
+    endpoint stand-in (recorded process `ssm_endpoint`) that knows the dwh instance (the hosts stack's
+    DwhInstanceId -> the dwh host's PID file), and the plugin stand-in linked as session-manager-plugin.
+    What such a run differs by from AWS, AWS_ENDPOINT_URL_SSM and the plugin on PATH, goes to
+    state.data["ssm"], which run_playbook adds to every playbook's environment."""
+    proc = state.processes.get("ssm_endpoint")
+    if proc and runs_marker(int(proc["pid"]), "sbw_ops.ssm_session") and "ssm" in state.data:
+        return
+    config = PlatformConfig.of(state)
+    directory = state.directory / "ssm"
+    (directory / "bin").mkdir(parents=True, exist_ok=True)
+    link = directory / "bin" / "session-manager-plugin"
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path(sys.executable).parent / "sbw-session-manager-plugin")
+    hosts = {stack_facts(state)["sbw_dwh_instance_id"]: f"{config.run_dir}/dwh.pid"}
+    (directory / "hosts.json").write_text(json.dumps(hosts) + "\n")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "sbw_ops.ssm_session", "--port", str(port)]
+    cmd += ["--moto-url", config.endpoint_url, "--hosts-file", str(directory / "hosts.json")]
+    log = directory / "endpoint.log"
+    with log.open("wb") as out:
+        proc_ = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    state.record_process("ssm_endpoint", proc_.pid, "sbw_ops.ssm_session", log)
+    deadline = time.monotonic() + timeout
+    while _port_free(port):
+        if proc_.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the SSM endpoint stand-in did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    state.data["ssm"] = {"endpoint_url": f"http://127.0.0.1:{port}", "plugin_dir": str(directory / "bin")}
+    state.save()
+
+
 def step_port_forward(state: PlatformState) -> None:
-    """Port forward to the dashboard started (playbooks/port_forward.yml, sandbox backend)."""
+    """Port forward to the dashboard started (playbooks/port_forward.yml: aws ssm start-session to the
+    dwh instance, through the sandbox's SSM endpoint and plugin stand-ins)."""
+    _ssm_stand_in(state)
     config = PlatformConfig.of(state)
     port = config.dashboard_port
     previous = state.data.get("port_forward", {}).get("port")
@@ -261,12 +299,7 @@ def step_port_forward(state: PlatformState) -> None:
         "run_dir": str(state.directory / "port-forward"),
     }
     state.save()
-    run_playbook(
-        state,
-        "playbooks/port_forward.yml",
-        _pf_vars(state, "started"),
-        with_facts=False,
-    )
+    run_playbook(state, "playbooks/port_forward.yml", _pf_vars(state, "started"))
     state.data["dashboard_url"] = f"http://127.0.0.1:{port}/sbw_dashboard/"
     state.save()
     print(f"  {state.data['dashboard_url']}")
@@ -361,8 +394,10 @@ def down_port_forward(state: PlatformState) -> None:
     print("  port forward stopped")
 
 
-def down_processes(state: PlatformState, names: tuple[str, ...] = ("etl_schedule", "local_api")) -> None:
-    """Stop the ETL schedule and the local API (exactly the recorded PIDs)."""
+def down_processes(
+    state: PlatformState, names: tuple[str, ...] = ("etl_schedule", "local_api", "ssm_endpoint")
+) -> None:
+    """Stop the ETL schedule, the local API and the SSM endpoint stand-in (exactly the recorded PIDs)."""
     from sbw_ops.moto_server import stop_pid
 
     processes = state.processes
@@ -375,6 +410,8 @@ def down_processes(state: PlatformState, names: tuple[str, ...] = ("etl_schedule
             stop_pid(pid, timeout=30)
             print(f"  stopped {name} (pid {pid})")
         processes.pop(name, None)
+        if name == "ssm_endpoint":
+            state.data.pop("ssm", None)
     with contextlib.suppress(FileNotFoundError):
         (state.directory / "etl-schedule.pid").unlink()
     state.save()

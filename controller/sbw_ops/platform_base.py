@@ -204,10 +204,15 @@ def run_playbook(
     cmd += ["-e", json.dumps(settings)]
     if with_facts and facts_file(state).exists():
         cmd += ["-e", f"@{facts_file(state)}"]
+    # The sandbox's Session Manager, once started (platform._ssm_stand_in): what an SSM session from the
+    # controller differs by from AWS, the endpoint and the plugin stand-in first on PATH.
+    ssm = state.data.get("ssm", {})
+    plugin_dir = [ssm["plugin_dir"]] if ssm else []
     env = {
         **aws_env(),
         **({"SBW_STATE_ROOT": config.state_root} if config.state_root else {}),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **({"AWS_ENDPOINT_URL_SSM": ssm["endpoint_url"]} if ssm else {}),
+        "PATH": os.pathsep.join([*plugin_dir, str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_FORCE_COLOR": "0",
