@@ -11,7 +11,7 @@ that repository) -> local ingest API
 (sbw_ops.traffic over the shop's catalog read from webdb) -> one ETL run (the real handler, as a
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
 the schedule (a background loop running the ETL every N seconds; PID file) -> port forward
-(playbooks/port_forward.yml, sandbox backend) -> the dashboard in Chromium: KPIs read and a screenshot
+(playbooks/port_forward.yml: aws ssm start-session, SSM stand-ins) -> the dashboard in Chromium: KPIs read and a screenshot
 -> a summary. Every step is `def step_x(state) -> None` over a `sbw_ops.platform_base.PlatformState`;
 the step's configuration is `state.data["platform"]` (see `PlatformConfig`), defaults = the default
 sandbox of inventory/sandbox/.
