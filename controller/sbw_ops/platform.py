@@ -67,7 +67,9 @@ DEMO_ORIGIN = "http://localhost:3000"
 def step_sandbox(state: PlatformState) -> None:
     """Sandbox up: nspawn hosts webdb and dwh, moto on the gateway (playbooks/sandbox.yml)."""
     config = PlatformConfig.of(state)
-    run = run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False)
+    run = run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["s3_endpoint_url"] = config.endpoint_url
     state.data["sandbox"] = {"up": True, "changed": _changed(run).get("localhost", 0)}
     state.save()
@@ -278,6 +280,9 @@ def _pf_vars(state: PlatformState, pf_state: str) -> dict[str, Any]:
         "pf_state": pf_state,
         "pf_local_port": forward["port"],
         "pf_run_dir": forward["run_dir"],
+        # The sandbox backend enters the host by its layout name (inventory/sandbox); role_dwh is the
+        # EC2 instance, reached over SSM (the SSM backend of port_forward.yml will take it as on AWS).
+        "pf_target": "dwh",
     }
 
 
@@ -384,7 +389,9 @@ def down_sandbox(state: PlatformState) -> None:
     """Sandbox absent (hosts, moto, networks)."""
     if not state.data.get("sandbox", {}).get("up"):
         return
-    run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False)
+    run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["sandbox"] = {"up": False}
     state.save()
     print("  sandbox removed")
