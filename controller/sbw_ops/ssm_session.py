@@ -266,16 +266,22 @@ def _ensure_ssm_user(pid: int) -> None:
 
 
 def _shell(pid: int) -> int:
-    """Relay stdin/stdout to /bin/sh -i as ssm-user inside the host, in a pty of our own."""
+    """Relay stdin/stdout to /bin/sh -i as ssm-user inside the host, in a pty of our own.
+
+    The pty's session lives inside the host, as the agent's does: the process started here is a
+    session leader without a terminal, and `setsid --ctty` inside the host's PID namespace makes the
+    pty the controlling terminal of a session there. (A session led from outside that namespace
+    leaves the interactive shell unable to set the terminal's foreground process group, so every
+    pipeline runs in the background and its writes fail with EIO: the first `ansible` command dies.)
+    """
     _ensure_ssm_user(pid)
-    argv = [*_nsenter(pid), "runuser", "-u", SSM_USER, "--", "env", "-i", *SHELL_ENV, "/bin/sh", "-i"]
-    child, master = pty.fork()
-    if child == 0:
-        try:
-            os.chdir("/")
-            os.execvp(argv[0], argv)  # noqa: S606 - fixed argv, no shell
-        finally:
-            os._exit(127)
+    argv = [*_nsenter(pid), "setsid", "--ctty", "--wait", "runuser", "-u", SSM_USER, "--",
+            "env", "-i", *SHELL_ENV, "/bin/sh", "-i"]  # fmt: skip
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, cwd="/", start_new_session=True, close_fds=True
+    )
+    os.close(slave)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     open_fds = [master, stdin]
     while open_fds:
@@ -295,8 +301,7 @@ def _shell(pid: int) -> int:
             else:  # the caller closed stdin: end the shell as the agent would
                 os.write(master, b"\nexit\n")
                 open_fds.remove(stdin)
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status)
+    return proc.wait()
 
 
 def _relay(conn: socket.socket, pid: int, port: int) -> None:
