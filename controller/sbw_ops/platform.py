@@ -4,10 +4,11 @@
     python -m sbw_ops.platform down      # DOWN_STEPS: port forward, scheduler, local API, sandbox absent
     python -m sbw_ops.platform schedule --state-dir DIR --every 60   # the ETL "hourly" schedule (background)
 
-Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on the gateway) -> site.yml
-(the stacks against the sandbox's moto, the dwh host's private apt repository, both hosts; dwh from
-that repository) -> local ingest API
-(the real handler, writing to the stacks' raw bucket in the sandbox's moto) -> synthetic traffic
+Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on its AWS service address,
+the SSM endpoint stand-in) -> site.yml (the stacks against the sandbox's moto, the dwh host's private
+apt repository, both hosts as the hosts stack's EC2 instances over amazon.aws.aws_ssm; dwh from
+that repository) -> local ingest API (the real handler, writing to the stacks' raw bucket in the
+sandbox's moto) -> synthetic traffic
 (sbw_ops.traffic over the shop's catalog read from webdb) -> one ETL run (the real handler, as a
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
 the schedule (a background loop running the ETL every N seconds; PID file) -> port forward
@@ -49,6 +50,7 @@ from sbw_ops.platform_base import (
     _port_free,
     aws_env,
     default_config,
+    host_names,
     run_playbook,
     runs_marker,
     ssm_secret,
@@ -80,7 +82,9 @@ def step_site(state: PlatformState) -> None:
     """site.yml: the stacks (to moto), the dwh host's private repository, both hosts (dwh from it)."""
     run = run_playbook(state, "site.yml")
     changed = _changed(run)
-    hosts = {h: n for h, n in changed.items() if h != "localhost"}
+    # Recap names are the instance ids (inventory/aws_ec2.yml); say webdb / dwh.
+    names = host_names(state)
+    hosts = {names.get(h, h): n for h, n in changed.items() if h != "localhost"}
     state.data["site"] = {"changed": hosts, "log": str(run.log)}
     state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()

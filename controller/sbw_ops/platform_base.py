@@ -180,6 +180,12 @@ def stack_facts(state: PlatformState) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def host_names(state: PlatformState) -> dict[str, str]:
+    """The hosts' inventory names (their EC2 instance ids, inventory/aws_ec2.yml) -> webdb / dwh."""
+    facts = stack_facts(state)
+    return {facts["sbw_webdb_instance_id"]: "webdb", facts["sbw_dwh_instance_id"]: "dwh"}
+
+
 @dataclass(frozen=True)
 class PlaybookRun:
     playbook: str
