@@ -6,8 +6,8 @@ state/run directories, a free moto port and two hosts in 198.18.0.128/27 (webdb-
 suite. Checks: `present` twice is a no-op, the hosts run systemd and are reachable with nsenter, moto
 knows them as tagged EC2 instances (registered at boot: no stacks here) with their transfer bucket,
 the private host reaches nothing but its gateway's moto/apt-proxy ports and moto on the sandbox's
-AWS service address, a bad sandbox_state fails naming the variable, and `absent` leaves nothing behind. Runs in the
-`sandbox` xdist group like every nspawn suite.
+AWS service address, a bad sandbox_state fails naming the variable, and `absent` leaves nothing
+behind. Runs in the `sandbox` xdist group like every nspawn suite.
 """
 
 from __future__ import annotations
