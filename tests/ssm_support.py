@@ -49,9 +49,10 @@ def _listening(port: int) -> bool:
 
 @contextlib.contextmanager
 def ssm_stand_in(
-    directory: Path, plugin: Path = VENV_BIN / "sbw-session-manager-plugin"
+    directory: Path, moto_url: str, plugin: Path = VENV_BIN / "sbw-session-manager-plugin"
 ) -> Iterator[SsmStandIn]:
-    """Start the endpoint on a free port (only session calls are made: no moto behind it)."""
+    """Start the endpoint on a free port in front of moto (it looks an unknown target up in moto's EC2,
+    by the instance's Name tag, and refuses it with TargetNotConnected)."""
     directory.mkdir(parents=True, exist_ok=True)
     hosts_file = directory / "ssm-hosts.json"
     hosts_file.write_text("{}")
@@ -67,7 +68,7 @@ def ssm_stand_in(
         "--port",
         str(port),
         "--moto-url",
-        "http://127.0.0.1:9",
+        moto_url,
     ]
     log = (directory / "ssm-endpoint.log").open("w")
     proc = subprocess.Popen([*argv, "--hosts-file", str(hosts_file)], stdout=log, stderr=subprocess.STDOUT)

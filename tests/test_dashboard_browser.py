@@ -128,13 +128,15 @@ def _forward(ssm: SsmStandIn, run_dir: Path, port: int, state: str) -> subproces
 
 
 def test_dashboard_through_the_port_forward_shows_the_sql_counts(
-    pg_server, dw_db, tmp_path, browser_page
+    pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url
 ) -> None:
     with contextlib.ExitStack() as stack:
-        _through_the_port_forward(pg_server, dw_db, tmp_path, browser_page, stack)
+        _through_the_port_forward(pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url, stack)
 
 
-def _through_the_port_forward(pg_server, dw_db, tmp_path, browser_page, stack: contextlib.ExitStack) -> None:
+def _through_the_port_forward(
+    pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url: str, stack: contextlib.ExitStack
+) -> None:
     page, errors = browser_page
     now = datetime.now(UTC)
     events = ds.make_events(now - timedelta(minutes=20), seed=21, sessions=90, spread_days=5.5)
@@ -157,7 +159,7 @@ def _through_the_port_forward(pg_server, dw_db, tmp_path, browser_page, stack: c
     log = tmp_path / "shiny.log"
     app = ds.start_shiny_in_netns(config, log)
     (tmp_path / "dwh.pid").write_text(str(app.pid), encoding="utf-8")
-    ssm = stack.enter_context(ssm_stand_in(tmp_path / "ssm"))
+    ssm = stack.enter_context(ssm_stand_in(tmp_path / "ssm", moto_endpoint_url))
     ssm.connect(INSTANCE, tmp_path / "dwh.pid")
     port = ds.free_port()
     forwards = tmp_path / "forwards"

@@ -149,13 +149,14 @@ def dwh(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen]]:
 
 
 @pytest.fixture
-def ssm_endpoint(operator: Operator, dwh: tuple[Path, subprocess.Popen]) -> Iterator[str]:
+def ssm_endpoint(
+    operator: Operator, dwh: tuple[Path, subprocess.Popen], moto_endpoint_url: str
+) -> Iterator[str]:
     """The SSM endpoint stand-in knowing one instance, the fake dwh; the operator's environment gets
     AWS_ENDPOINT_URL_SSM and the plugin stand-in first on PATH (the whole sandbox difference)."""
     plain = dict(operator.env)
-    with ssm_stand_in(
-        operator.home.parent / f"ssm-{secrets.token_hex(3)}", operator.bin / "sbw-session-manager-plugin"
-    ) as ssm:
+    plugin = operator.bin / "sbw-session-manager-plugin"
+    with ssm_stand_in(operator.home.parent / f"ssm-{secrets.token_hex(3)}", moto_endpoint_url, plugin) as ssm:
         ssm.connect(INSTANCE, dwh[0])
         operator.env.update(ssm.env(plain["PATH"]))
         try:

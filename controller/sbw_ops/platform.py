@@ -4,17 +4,18 @@
     python -m sbw_ops.platform down      # DOWN_STEPS: port forward, scheduler, local API, sandbox absent
     python -m sbw_ops.platform schedule --state-dir DIR --every 60   # the ETL "hourly" schedule (background)
 
-Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on the gateway) -> site.yml
-(the stacks against the sandbox's moto, the dwh host's private apt repository, both hosts; dwh from
-that repository) -> local ingest API
-(the real handler, writing to the stacks' raw bucket in the sandbox's moto) -> synthetic traffic
+Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on its AWS service address,
+the SSM endpoint stand-in) -> site.yml (the stacks against the sandbox's moto, the dwh host's private
+apt repository, both hosts as the hosts stack's EC2 instances over amazon.aws.aws_ssm; dwh from
+that repository) -> local ingest API (the real handler, writing to the stacks' raw bucket in the
+sandbox's moto) -> synthetic traffic
 (sbw_ops.traffic over the shop's catalog read from webdb) -> one ETL run (the real handler, as a
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
 the schedule (a background loop running the ETL every N seconds; PID file) -> port forward
-(playbooks/port_forward.yml: aws ssm start-session, SSM stand-ins) -> the dashboard in Chromium: KPIs read and a screenshot
--> a summary. Every step is `def step_x(state) -> None` over a `sbw_ops.platform_base.PlatformState`;
-the step's configuration is `state.data["platform"]` (see `PlatformConfig`), defaults = the default
-sandbox of inventory/sandbox/.
+(playbooks/port_forward.yml: aws ssm start-session, SSM stand-ins) -> the dashboard in Chromium: KPIs
+read and a screenshot -> a summary. Every step is `def step_x(state) -> None` over a
+`sbw_ops.platform_base.PlatformState`; the step's configuration is `state.data["platform"]` (see
+`PlatformConfig`), defaults = the default sandbox of inventory/sandbox/.
 
 A second `up` on a running platform re-uses everything (the cached root, the booted hosts) and
 reports the hosts' `changed` counts of site.yml: 0 once converged.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -50,6 +50,7 @@ from sbw_ops.platform_base import (
     _port_free,
     aws_env,
     default_config,
+    host_names,
     run_playbook,
     runs_marker,
     ssm_secret,
@@ -68,7 +69,9 @@ DEMO_ORIGIN = "http://localhost:3000"
 def step_sandbox(state: PlatformState) -> None:
     """Sandbox up: nspawn hosts webdb and dwh, moto on the gateway (playbooks/sandbox.yml)."""
     config = PlatformConfig.of(state)
-    run = run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False)
+    run = run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["s3_endpoint_url"] = config.endpoint_url
     state.data["sandbox"] = {"up": True, "changed": _changed(run).get("localhost", 0)}
     state.save()
@@ -79,7 +82,9 @@ def step_site(state: PlatformState) -> None:
     """site.yml: the stacks (to moto), the dwh host's private repository, both hosts (dwh from it)."""
     run = run_playbook(state, "site.yml")
     changed = _changed(run)
-    hosts = {h: n for h, n in changed.items() if h != "localhost"}
+    # Recap names are the instance ids (inventory/aws_ec2.yml); say webdb / dwh.
+    names = host_names(state)
+    hosts = {names.get(h, h): n for h, n in changed.items() if h != "localhost"}
     state.data["site"] = {"changed": hosts, "log": str(run.log)}
     state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()
@@ -248,45 +253,9 @@ def step_schedule(state: PlatformState) -> None:
     print(f"  every {config.schedule_every_seconds:g} s (stands for rate(1 hour)); pid {proc.pid}")
 
 
-def _ssm_stand_in(state: PlatformState, timeout: float = 30.0) -> None:
-    """The sandbox's Session Manager for the controller's own SSM sessions (the port forward): the SSM
-    endpoint stand-in (recorded process `ssm_endpoint`) that knows the dwh instance (the hosts stack's
-    DwhInstanceId -> the dwh host's PID file), and the plugin stand-in linked as session-manager-plugin.
-    What such a run differs by from AWS, AWS_ENDPOINT_URL_SSM and the plugin on PATH, goes to
-    state.data["ssm"], which run_playbook adds to every playbook's environment."""
-    proc = state.processes.get("ssm_endpoint")
-    if proc and runs_marker(int(proc["pid"]), "sbw_ops.ssm_session") and "ssm" in state.data:
-        return
-    config = PlatformConfig.of(state)
-    directory = state.directory / "ssm"
-    (directory / "bin").mkdir(parents=True, exist_ok=True)
-    link = directory / "bin" / "session-manager-plugin"
-    link.unlink(missing_ok=True)
-    link.symlink_to(Path(sys.executable).parent / "sbw-session-manager-plugin")
-    hosts = {stack_facts(state)["sbw_dwh_instance_id"]: f"{config.run_dir}/dwh.pid"}
-    (directory / "hosts.json").write_text(json.dumps(hosts) + "\n")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "sbw_ops.ssm_session", "--port", str(port)]
-    cmd += ["--moto-url", config.endpoint_url, "--hosts-file", str(directory / "hosts.json")]
-    log = directory / "endpoint.log"
-    with log.open("wb") as out:
-        proc_ = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    state.record_process("ssm_endpoint", proc_.pid, "sbw_ops.ssm_session", log)
-    deadline = time.monotonic() + timeout
-    while _port_free(port):
-        if proc_.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the SSM endpoint stand-in did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-    state.data["ssm"] = {"endpoint_url": f"http://127.0.0.1:{port}", "plugin_dir": str(directory / "bin")}
-    state.save()
-
-
 def step_port_forward(state: PlatformState) -> None:
     """Port forward to the dashboard started (playbooks/port_forward.yml: aws ssm start-session to the
-    dwh instance, through the sandbox's SSM endpoint and plugin stand-ins)."""
-    _ssm_stand_in(state)
+    dwh instance, through the sandbox's SSM endpoint and plugin stand-ins: its environment)."""
     config = PlatformConfig.of(state)
     port = config.dashboard_port
     previous = state.data.get("port_forward", {}).get("port")
@@ -394,10 +363,8 @@ def down_port_forward(state: PlatformState) -> None:
     print("  port forward stopped")
 
 
-def down_processes(
-    state: PlatformState, names: tuple[str, ...] = ("etl_schedule", "local_api", "ssm_endpoint")
-) -> None:
-    """Stop the ETL schedule, the local API and the SSM endpoint stand-in (exactly the recorded PIDs)."""
+def down_processes(state: PlatformState, names: tuple[str, ...] = ("etl_schedule", "local_api")) -> None:
+    """Stop the ETL schedule and the local API (exactly the recorded PIDs)."""
     from sbw_ops.moto_server import stop_pid
 
     processes = state.processes
@@ -410,8 +377,6 @@ def down_processes(
             stop_pid(pid, timeout=30)
             print(f"  stopped {name} (pid {pid})")
         processes.pop(name, None)
-        if name == "ssm_endpoint":
-            state.data.pop("ssm", None)
     with contextlib.suppress(FileNotFoundError):
         (state.directory / "etl-schedule.pid").unlink()
     state.save()
@@ -421,7 +386,9 @@ def down_sandbox(state: PlatformState) -> None:
     """Sandbox absent (hosts, moto, networks)."""
     if not state.data.get("sandbox", {}).get("up"):
         return
-    run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False)
+    run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["sandbox"] = {"up": False}
     state.save()
     print("  sandbox removed")

@@ -3,8 +3,11 @@
 moto 5.x models SSM Parameter Store but has no sessions. ``serve`` is a small HTTP endpoint that
 answers ``StartSession``, ``ResumeSession`` and ``TerminateSession`` itself and forwards every other
 SSM call to moto unchanged (point boto3 at it with ``AWS_ENDPOINT_URL_SSM``). A session's
-``StreamUrl`` names the sandbox host's PID file (from the hosts file the sandbox writes: instance id
--> PID file), so the plugin stand-in needs no configuration of its own.
+``StreamUrl`` names the sandbox host's PID file, so the plugin stand-in needs no configuration of its
+own. Which host a target is comes from the hosts file the sandbox writes (JSON, key -> PID file): the
+key is the instance id itself, or the instance's ``Name`` tag in moto's EC2 (the hosts stack creates
+the instances there, as on AWS, and each nspawn host stands behind the instance named after it: what
+the SSM agent's registration does on AWS).
 
 ``plugin_main`` is installed as the console script ``sbw-session-manager-plugin`` (not the real name:
 the venv's bin on PATH must never hide the real plugin from an AWS session; the sandbox links it as
@@ -15,7 +18,8 @@ the venv's bin on PATH must never hide the real plugin from an AWS session; the 
 
 It prints ``Starting session with SessionId: ...`` and then either relays stdin/stdout to
 ``/bin/sh -i`` in a pty of its own, run as ``ssm-user`` inside the host (nsenter into its
-namespaces), or, for document ``AWS-StartPortForwardingSession``, listens on
+namespaces; like the agent, the first session creates ``ssm-user`` with passwordless sudo in
+/etc/sudoers.d/ssm-agent-users), or, for document ``AWS-StartPortForwardingSession``, listens on
 127.0.0.1:localPortNumber and carries each connection over the session's data channel, as the real
 plugin does over ``ssmmessages``: the endpoint (which runs as root with the sandbox, standing in for
 the service and the host's agent) relays it to portNumber inside the host's network namespace. So a
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,16 @@ SHELL_ENV = [
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 ]
 
+# What the SSM agent does before a host's first session: create ssm-user (home, the system's default
+# shell) with passwordless sudo in /etc/sudoers.d/ssm-agent-users. Idempotent.
+ENSURE_SSM_USER = (
+    f"{{ id -u {SSM_USER} >/dev/null 2>&1 || useradd --create-home {SSM_USER}; }} && "
+    "if [ ! -e /etc/sudoers.d/ssm-agent-users ]; then mkdir -p /etc/sudoers.d && "
+    f"printf '%s\\n' '{SSM_USER} ALL=(ALL) NOPASSWD:ALL' >/etc/sudoers.d/ssm-agent-users.tmp && "
+    "chmod 0440 /etc/sudoers.d/ssm-agent-users.tmp && "
+    "mv /etc/sudoers.d/ssm-agent-users.tmp /etc/sudoers.d/ssm-agent-users; fi"
+)
+
 
 class SessionError(Exception):
     """A request the real service would refuse: (HTTP status, AWS error type, message)."""
@@ -71,11 +86,38 @@ class SessionError(Exception):
         self.code = code
 
 
-class SessionStore:
-    """Open sessions, and where each instance id lives (re-read per call: hosts come and go)."""
+def moto_instance_name(moto_url: str, region: str) -> Callable[[str], str | None]:
+    """The ``Name`` tag of a running instance in moto's EC2 (None: no such instance)."""
 
-    def __init__(self, hosts_file: Path) -> None:
+    def name_of(instance_id: str) -> str | None:
+        import boto3  # the endpoint only; the plugin stand-in never needs it
+        from botocore.exceptions import ClientError
+
+        ec2 = boto3.client(
+            "ec2", endpoint_url=moto_url, region_name=region,
+            aws_access_key_id="sandbox", aws_secret_access_key="sandbox",  # noqa: S106 - moto takes any
+        )  # fmt: skip
+        try:
+            found = ec2.describe_instances(InstanceIds=[instance_id])
+        except ClientError:
+            return None
+        for reservation in found["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["State"]["Name"] == "running":
+                    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+                    return tags.get("Name")
+        return None
+
+    return name_of
+
+
+class SessionStore:
+    """Open sessions, and where each target lives (the hosts file is re-read per call: hosts come
+    and go). ``name_of`` maps an instance id to its Name tag, the hosts file's other kind of key."""
+
+    def __init__(self, hosts_file: Path, name_of: Callable[[str], str | None] | None = None) -> None:
         self.hosts_file = hosts_file
+        self.name_of = name_of
         self.sessions: dict[str, dict[str, str]] = {}
         self.lock = threading.Lock()
 
@@ -84,6 +126,10 @@ class SessionStore:
             hosts = json.loads(self.hosts_file.read_text())
         except (OSError, ValueError):
             hosts = {}
+        if target not in hosts and self.name_of is not None:
+            name = self.name_of(target)
+            if name in hosts:
+                return str(hosts[name])
         if target not in hosts:
             raise SessionError(400, "TargetNotConnected", f"{target} is not connected.")
         return str(hosts[target])
@@ -257,9 +303,10 @@ def make_handler(store: SessionStore, moto_url: str) -> type[BaseHTTPRequestHand
     return Handler
 
 
-def serve(host: str, port: int, moto_url: str, hosts_file: Path) -> None:
+def serve(host: str, port: int, moto_url: str, hosts_file: Path, region: str) -> None:
     """Run the endpoint until SIGTERM."""
-    server = ThreadingHTTPServer((host, port), make_handler(SessionStore(hosts_file), moto_url))
+    store = SessionStore(hosts_file, moto_instance_name(moto_url, region))
+    server = ThreadingHTTPServer((host, port), make_handler(store, moto_url))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"ssm_session: serving on http://{host}:{server.server_port}, forwarding to {moto_url}", flush=True)
@@ -276,17 +323,37 @@ def _host_pid(pid_file: str) -> int:
         raise SystemExit(f"session-manager-plugin: the host is not running ({pid_file}: {exc})") from exc
 
 
+def _nsenter(pid: int) -> list[str]:
+    """Into every namespace of the host's PID 1, its root and working directory."""
+    return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"]
+
+
+def _ensure_ssm_user(pid: int) -> None:
+    done = subprocess.run(
+        [*_nsenter(pid), "/bin/sh", "-c", ENSURE_SSM_USER],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"session-manager-plugin: cannot create {SSM_USER}: {done.stderr.strip()}")
+
+
 def _shell(pid: int) -> int:
-    """Relay stdin/stdout to /bin/sh -i as ssm-user inside the host, in a pty of our own."""
-    argv = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
-            "runuser", "-u", SSM_USER, "--", "env", "-i", *SHELL_ENV, "/bin/sh", "-i"]  # fmt: skip
-    child, master = pty.fork()
-    if child == 0:
-        try:
-            os.chdir("/")
-            os.execvp(argv[0], argv)  # noqa: S606 - fixed argv, no shell
-        finally:
-            os._exit(127)
+    """Relay stdin/stdout to /bin/sh -i as ssm-user inside the host, in a pty of our own.
+
+    The pty's session lives inside the host, as the agent's does: the process started here is a
+    session leader without a terminal, and `setsid --ctty` inside the host's PID namespace makes the
+    pty the controlling terminal of a session there. (A session led from outside that namespace
+    leaves the interactive shell unable to set the terminal's foreground process group, so every
+    pipeline runs in the background and its writes fail with EIO: the first `ansible` command dies.)
+    """
+    _ensure_ssm_user(pid)
+    argv = [*_nsenter(pid), "setsid", "--ctty", "--wait", "runuser", "-u", SSM_USER, "--",
+            "env", "-i", *SHELL_ENV, "/bin/sh", "-i"]  # fmt: skip
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        argv, stdin=slave, stdout=slave, stderr=slave, cwd="/", start_new_session=True, close_fds=True
+    )
+    os.close(slave)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     open_fds = [master, stdin]
     while open_fds:
@@ -306,8 +373,7 @@ def _shell(pid: int) -> int:
             else:  # the caller closed stdin: end the shell as the agent would
                 os.write(master, b"\nexit\n")
                 open_fds.remove(stdin)
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status)
+    return proc.wait()
 
 
 def _open_channel(stream_url: str, token: str) -> socket.socket:
@@ -418,9 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--moto-url", required=True, help="where every other SSM call goes")
-    parser.add_argument("--hosts-file", type=Path, required=True, help="JSON {instance id: PID file}")
+    parser.add_argument(
+        "--hosts-file", type=Path, required=True, help="JSON {instance id or Name tag: PID file}"
+    )
+    parser.add_argument("--region", default="ap-southeast-1", help="moto's EC2 region (Name tags)")
     options = parser.parse_args(argv)
-    serve(options.host, options.port, options.moto_url, options.hosts_file)
+    serve(options.host, options.port, options.moto_url, options.hosts_file, options.region)
     return 0
 
 
