@@ -4,27 +4,36 @@ Over SSM every task is a round trip of seconds, so the figure that matters is th
 re-run executes per host; the wall time is printed as a ratio to the baseline measured in the same
 run: one `ansible -m ansible.builtin.ping` round trip to the same hosts (connection + one module).
 
-Brings up its own copy of the sandbox inventory (unique name, state directories and moto port, hosts
-in 198.18.0.176/28 so it never collides with the default sandbox or a test), converges it once,
-measures, and tears it down. Helpers are shared with tests/test_site_sandbox.py.
+Brings up its own copy of the sandbox inventory (unique name, state directories, moto and SSM ports,
+hosts in 198.18.0.176/28 and AWS service address 198.18.0.229, so it never collides with the default
+sandbox or a test), converges it once, measures, and tears it down. The hosts are reached as the host
+plays reach them: inventory/aws_ec2.yml over amazon.aws.aws_ssm. Helpers are shared with
+tests/test_site_sandbox.py.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from tests.test_site_sandbox import REPO, ansible_env, play_recap, run_playbook, sandbox_inventory
+import yaml
+
+from tests.test_site_sandbox import (
+    ansible_env,
+    play_recap,
+    run_ansible,
+    run_playbook,
+    sandbox_inventory,
+)
 
 ROUNDS = 3
 HOSTS = ("webdb", "dwh")
 BLOCK = 176  # 198.18.0.176/28: webdb in .176/29, dwh in .184/29
+AWS_ADDRESS = "198.18.0.229"
 
 
 def _median_seconds(action: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[float, str]:
@@ -44,33 +53,29 @@ def _median_seconds(action: Callable[[], subprocess.CompletedProcess[str]]) -> t
 def main() -> None:
     env = ansible_env()
     with TemporaryDirectory(prefix="sbw-bench-site-") as tmp:
-        inventory, extra = sandbox_inventory(Path(tmp), BLOCK)
-        ping_argv = [
-            str(Path(sys.executable).parent / "ansible"),
-            "-i",
-            str(inventory),
-            ":".join(HOSTS),
-            "-m",
-            "ansible.builtin.ping",
-            "-e",
-            json.dumps(extra),
-        ]
+        inventory, extra = sandbox_inventory(Path(tmp), BLOCK, AWS_ADDRESS)
+        ping = ["role_webdb:role_dwh", "-m", "ansible.builtin.ping"]
         try:
-            for playbook in ("playbooks/sandbox.yml", "site.yml"):  # bring up, converge once
-                result = run_playbook(playbook, inventory, extra, env)
+            up = run_playbook("playbooks/sandbox.yml", inventory, extra, env, over_ssm=False)
+            for result in (up, run_playbook("site.yml", inventory, extra, env)):  # bring up, converge once
                 if result.returncode != 0:
-                    raise RuntimeError(f"{playbook} failed:\n{result.stdout[-3000:]}")
-            ping_s, _ = _median_seconds(
-                lambda: subprocess.run(
-                    ping_argv, cwd=REPO, env=env, capture_output=True, text=True, check=False
-                )
-            )
+                    raise RuntimeError(f"{result.args[:4]} failed:\n{result.stdout[-3000:]}")
+            ping_s, _ = _median_seconds(lambda: run_ansible("ansible", ping, inventory, extra, env))
             rerun_s, stdout = _median_seconds(lambda: run_playbook("site.yml", inventory, extra, env))
+            facts = yaml.safe_load(Path(extra["sbw_stacks_facts_file"]).read_text())
         finally:
-            run_playbook("playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env)
+            run_playbook(
+                "playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env, over_ssm=False
+            )
 
-    # localhost: the stacks play (AWS API calls from the controller, no SSM round trips)
-    recap = {host: counts for host, counts in play_recap(stdout).items() if host in (*HOSTS, "localhost")}
+    # localhost: the stacks play (AWS API calls from the controller, no SSM round trips); the hosts
+    # by their instance ids (inventory/aws_ec2.yml), named webdb / dwh here.
+    names = {
+        facts["sbw_webdb_instance_id"]: "webdb",
+        facts["sbw_dwh_instance_id"]: "dwh",
+        "localhost": "localhost",
+    }
+    recap = {names[host]: counts for host, counts in play_recap(stdout).items() if host in names}
     changed = sum(counts["changed"] for counts in recap.values())
     print(f"baseline: ansible -m ping round trip, {len(HOSTS)} hosts (median of {ROUNDS}): {ping_s:.2f} s")
     print(

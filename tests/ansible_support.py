@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from sbw_ops.platform_base import play_recap
 
@@ -36,3 +37,14 @@ def ansible_env(**extra: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "ap-southeast-1"),
         **extra,
     }
+
+
+def unwrap_unsafe(value: Any) -> Any:
+    """ansible-inventory --list marks templated values as {"__ansible_unsafe": value}: the values."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: unwrap_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_unsafe(v) for v in value]
+    return value

@@ -407,8 +407,8 @@ def start_shiny(db_config: Path, log: Path) -> tuple[subprocess.Popen, int]:
 def start_shiny_in_netns(db_config: Path, log: Path, port: int = 3838) -> subprocess.Popen:
     """The app in its own network namespace (unshare -n), on that namespace's 127.0.0.1:`port`.
 
-    Like a sandbox host: reachable only by entering the namespace (the port-forward playbook's
-    sandbox backend does). The database must be given as a unix-socket directory (no network).
+    Like a sandbox host: reachable only by entering the namespace (the SSM endpoint stand-in's data
+    channel does, for the port-forward playbook). The database must be given as a unix-socket directory.
     """
     inner = " ".join(shlex.quote(a) for a in _shiny_command(port))
     handle = log.open("wb")

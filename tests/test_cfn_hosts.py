@@ -63,6 +63,49 @@ def test_hosts_debian_imdsv2_encrypted_ssm_agent_and_tags() -> None:
     assert plain(eip["Properties"]["InstanceId"]) == {"Ref": "WebDbInstance"}
 
 
+# What the UserData may run on the Debian 12 AMI: bash's own words, coreutils and dpkg (minbase), systemctl
+# (systemd) and curl (the AMI's EXTRAS class; tests/data/debian12_ec2_ami_packages.txt). No apt: the
+# private host has no package source before Ansible configures one.
+_BASH_WORDS = {"set", "for", "in", "do", "done", "if", "then", "fi", "break", "echo", "exit"}
+_AMI_TOOLS = {"seq", "sleep", "dpkg", "systemctl", "curl"}
+
+
+def _user_data(logical_id: str) -> str:
+    return plain(props("hosts", logical_id)["UserData"])["Fn::Base64"]["Fn::Sub"]
+
+
+def _commands(script: str) -> set[str]:
+    """The command words of a simple bash script: each statement's first word, and $(...)'s."""
+    words = set(re.findall(r"\$\((\w[\w-]*)", script))
+    for line in script.splitlines():
+        line = re.sub(r"\"[^\"]*\"|'[^']*'", '""', line).split(" #")[0].strip()  # no quoted text
+        if not line or line.startswith("#"):
+            continue
+        for statement in re.split(r";|&&|\|\||\bthen\b|\bdo\b", line):
+            tokens = statement.split()
+            while tokens and tokens[0] in {"if", "then", "do", "!"}:
+                tokens = tokens[1:]
+            if tokens and not re.match(r"^\w+=", tokens[0]):
+                words.add(tokens[0])
+    return words
+
+
+@pytest.mark.parametrize("logical_id", ["WebDbInstance", "DwhInstance"])
+def test_user_data_runs_only_what_the_debian_ami_has(logical_id: str) -> None:
+    ami = (REPO / "tests" / "data" / "debian12_ec2_ami_packages.txt").read_text().split()
+    assert "curl" in ami
+    assert _commands(_user_data(logical_id)) - _BASH_WORDS <= _AMI_TOOLS
+    # The checker sees what a script would need: apt-get and python3 -m pip are not AMI tools here.
+    script = "apt-get install -y x\nif python3 -m pip x; then true; fi"
+    assert _commands(script) - _BASH_WORDS == {"apt-get", "python3", "true"}
+
+
+def test_the_private_hosts_user_data_reaches_only_s3() -> None:
+    """DwhInstance has no route out but the S3 gateway endpoint: every URL it fetches is regional S3."""
+    urls = re.findall(r"https?://[^\s\"']+", _user_data("DwhInstance"))
+    assert urls and all(u.startswith("https://s3.${AWS::Region}.amazonaws.com/") for u in urls)
+
+
 def test_one_role_per_host_without_the_managed_ssm_core_policy() -> None:
     profiles = {
         lid: plain(props("hosts", lid)["IamInstanceProfile"]) for lid in ("WebDbInstance", "DwhInstance")
@@ -204,7 +247,7 @@ def test_the_data_volume_is_attached_and_its_id_tagged_on_the_instance(host: str
 def test_the_volume_id_reaches_the_postgresql_role_through_the_inventory() -> None:
     """One source: the instance's DataVolumeId tag, which inventory/aws_ec2.yml composes into the role."""
     compose = yaml.safe_load((REPO / "inventory" / "aws_ec2.yml").read_text())["compose"]
-    assert compose["postgresql_data_volume_id"] == "aws_tags.DataVolumeId | default('')"
+    assert "aws_tags.DataVolumeId | default('')" in compose["postgresql_data_volume_id"]
     specs = yaml.safe_load((REPO / "roles" / "postgresql" / "meta" / "argument_specs.yml").read_text())
     assert "postgresql_data_volume_id" in specs["argument_specs"]["main"]["options"]
     # The zone the volumes are created in is the subnets' own.

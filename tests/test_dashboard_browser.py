@@ -2,14 +2,16 @@
 
 The main test serves the app the way an operator sees it: the Shiny app runs in its own network
 namespace (like the sandbox's dwh host: only its loopback 3838, database over a unix socket), and
-`playbooks/port_forward.yml`'s sandbox backend (socat + nsenter) forwards a free local port to it,
-websocket included. The KPIs on the page must equal the oracle's figures for the known data set
+`playbooks/port_forward.yml` forwards a free local port to it through SSM as on AWS (`aws ssm
+start-session`, the sandbox's SSM endpoint and plugin stand-ins: tests/ssm_support.py), websocket
+included. The KPIs on the page must equal the oracle's figures for the known data set
 (tests/dashboard_support.py), before and after a filter change; the page has no R or JS errors;
 a screenshot is kept in artifacts/. A second test covers "no data yet" and a lost database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -27,6 +29,7 @@ from sbw_ops.browser import CHROMIUM, CHROMIUM_ARGS, SHINY_IDLE_JS
 
 from tests import dashboard_dimensions_support as dd
 from tests import dashboard_support as ds
+from tests.ssm_support import SsmStandIn, ssm_stand_in
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
@@ -103,17 +106,21 @@ def _no_r_errors(page: Page, log: Path) -> None:
     assert "Error" not in log.read_text(errors="replace"), log.read_text(errors="replace")
 
 
-def _forward(inventory: Path, run_dir: Path, port: int, state: str) -> subprocess.CompletedProcess:
+INSTANCE = "i-0d0a5b0a4d0000001"
+
+
+def _forward(ssm: SsmStandIn, run_dir: Path, port: int, state: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
+        **ssm.env(f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"),
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
     }
     cmd = [
         str(REPO / ".venv" / "bin" / "ansible-playbook"),
-        "-i",
-        str(inventory),
         "playbooks/port_forward.yml",
+        "-e",
+        f"pf_target={INSTANCE}",
     ]
     cmd += ["-e", f"pf_state={state}", "-e", f"pf_local_port={port}", "-e", f"pf_run_dir={run_dir}"]
     cmd += ["-e", "pf_path=/"]  # a plain Shiny process serves the app at / (Shiny Server: /sbw_dashboard/)
@@ -121,7 +128,14 @@ def _forward(inventory: Path, run_dir: Path, port: int, state: str) -> subproces
 
 
 def test_dashboard_through_the_port_forward_shows_the_sql_counts(
-    pg_server, dw_db, tmp_path, browser_page
+    pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url
+) -> None:
+    with contextlib.ExitStack() as stack:
+        _through_the_port_forward(pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url, stack)
+
+
+def _through_the_port_forward(
+    pg_server, dw_db, tmp_path, browser_page, moto_endpoint_url: str, stack: contextlib.ExitStack
 ) -> None:
     page, errors = browser_page
     now = datetime.now(UTC)
@@ -144,19 +158,13 @@ def test_dashboard_through_the_port_forward_shows_the_sql_counts(
     )
     log = tmp_path / "shiny.log"
     app = ds.start_shiny_in_netns(config, log)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "dwh.pid").write_text(str(app.pid), encoding="utf-8")
-    inventory = tmp_path / "inventory.yml"
-    inventory.write_text(
-        "all:\n  children:\n    role_dwh:\n      hosts:\n        dwh:\n"
-        f"          sandbox_run_dir: {run}\n          sbw_port_forward_backend: sandbox\n",
-        encoding="utf-8",
-    )
+    (tmp_path / "dwh.pid").write_text(str(app.pid), encoding="utf-8")
+    ssm = stack.enter_context(ssm_stand_in(tmp_path / "ssm", moto_endpoint_url))
+    ssm.connect(INSTANCE, tmp_path / "dwh.pid")
     port = ds.free_port()
     forwards = tmp_path / "forwards"
     try:
-        started = _forward(inventory, forwards, port, "started")
+        started = _forward(ssm, forwards, port, "started")
         assert started.returncode == 0, started.stdout + started.stderr
         url = f"http://127.0.0.1:{port}/"
         assert json.dumps(f"PORT_FORWARD up, healthy: {url}")[1:-1] in started.stdout
@@ -197,7 +205,7 @@ def test_dashboard_through_the_port_forward_shows_the_sql_counts(
         _no_r_errors(page, log)
         assert errors == []
     finally:
-        stopped = _forward(inventory, forwards, port, "stopped")
+        stopped = _forward(ssm, forwards, port, "stopped")
         app.kill()
         app.wait()
         ds.end_forwarders(forwards)  # only if the stop failed

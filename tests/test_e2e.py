@@ -9,10 +9,11 @@ a run followed by the next run leaves the counts exact; the schedule loads new t
 (site.yml again) changes nothing on the hosts and the counts still agree; after `down` nothing started
 is left running.
 
-The sandbox is a private copy of inventory/sandbox (same groups, roles and group_vars) in its own
-addresses of 198.18.0.0/24 (webdb 198.18.0.194 in .192/28, dwh 198.18.0.212 in .208/28), its own name,
-state directories, moto port and port-forward port, so it never collides with the default sandbox or
-the other host suites running at the same time.
+The sandbox is a private copy of inventory/sandbox (same group_vars) in its own addresses of
+198.18.0.0/24 (webdb 198.18.0.194 in .192/28, dwh 198.18.0.212 in .208/28, AWS service address
+198.18.0.227), its own name, state directories, moto, SSM endpoint and port-forward ports, so it never
+collides with the default sandbox or the other host suites running at the same time. The host plays
+reach the hosts as on AWS: inventory/aws_ec2.yml over amazon.aws.aws_ssm, as ssm-user.
 """
 
 from __future__ import annotations
@@ -64,24 +65,16 @@ def _inventory(directory: Path) -> Path:
             "hosts": {"localhost": LOCAL_CONTROLLER},
             "children": {
                 "sandbox": {
-                    "children": {
-                        "role_webdb": {
-                            "hosts": {
-                                "webdb": host(WEBDB_CIDR, WEBDB_GATEWAY, True, True, "SBW_EC2_WebDB", "webdb")
-                            }
-                        },
-                        "role_dwh": {
-                            "hosts": {
-                                "dwh": host(
-                                    DWH_CIDR,
-                                    DWH_GATEWAY,
-                                    False,
-                                    "{{ sandbox_dwh_package_source == 'proxy' }}",
-                                    "SBW_EC2_ShinyDWH",
-                                    "dwh",
-                                )
-                            }
-                        },
+                    "hosts": {
+                        "webdb": host(WEBDB_CIDR, WEBDB_GATEWAY, True, True, "SBW_EC2_WebDB", "webdb"),
+                        "dwh": host(
+                            DWH_CIDR,
+                            DWH_GATEWAY,
+                            False,
+                            "{{ sandbox_dwh_package_source == 'proxy' }}",
+                            "SBW_EC2_ShinyDWH",
+                            "dwh",
+                        ),
                     }
                 }
             },
@@ -124,6 +117,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "sandbox_state_dir": str(base / "sandbox"),
             "sandbox_run_dir": str(run_dir),
             "sandbox_moto_port": moto_port,
+            "sandbox_ssm_endpoint_port": pbase._free_port(),
+            "sandbox_aws_address": "198.18.0.227",  # this suite's AWS service address
             "sbw_public_subnet_cidr": "198.18.0.192/28",
             "sbw_private_subnet_cidr": "198.18.0.208/28",
             "sbw_admin_cidrs": [f"{WEBDB_GATEWAY}/32"],
@@ -289,7 +284,8 @@ def test_site_check_mode_runs_to_the_end_and_changes_nothing(platform: Path) -> 
     state = PlatformState.load(platform)
     run = pbase.run_playbook(state, "site.yml", options=("--check",))
     recap = run.recap()
-    assert set(recap) == {"localhost", "webdb", "dwh"}, run.stdout[-3000:]
+    # The hosts by their instance ids: reached through inventory/aws_ec2.yml over SSM.
+    assert set(recap) == {"localhost", *pbase.host_names(state)}, run.stdout[-3000:]
     assert all(c["failed"] == 0 and c["changed"] == 0 for c in recap.values()), (recap, run.log)
     header = "Resolve, download, build, sign and publish the repository]"
     assert header in run.stdout, run.stdout[-3000:]
@@ -315,8 +311,9 @@ def test_smoke_playbook_passes_on_the_sandbox(platform: Path) -> None:
             "smoke_dashboard_port": pbase._free_port(),
         },
     )
+    names = {name: instance_id for instance_id, name in pbase.host_names(state).items()}
     for check in (
-        "hosts: webdb, dwh answer",
+        f"hosts: {names['webdb']}, {names['dwh']} answer",
         "ingest: event",
         "etl: local run",
         "warehouse: the row arrived",

@@ -4,9 +4,10 @@ One sandbox of its own for this module: a unique name (netns, machine and veth n
 state/run directories, a free moto port and two hosts in 198.18.0.128/27 (webdb-like public host in
 .128/29, dwh-like private host in .136/29), so it never collides with the default sandbox or another
 suite. Checks: `present` twice is a no-op, the hosts run systemd and are reachable with nsenter, moto
-knows them as tagged EC2 instances, the private host reaches nothing but its gateway's moto/apt-proxy
-ports, a bad sandbox_state fails naming the variable, and `absent` leaves nothing behind. Runs in the
-`sandbox` xdist group like every nspawn suite.
+knows them as tagged EC2 instances (registered at boot: no stacks here) with their transfer bucket,
+the private host reaches nothing but its gateway's moto/apt-proxy ports and moto on the sandbox's
+AWS service address, a bad sandbox_state fails naming the variable, and `absent` leaves nothing
+behind. Runs in the `sandbox` xdist group like every nspawn suite.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PLAYBOOK = REPO_ROOT / "playbooks" / "sandbox.yml"
 PUBLIC = {"cidr": "198.18.0.130/29", "gateway": "198.18.0.129"}
 PRIVATE = {"cidr": "198.18.0.138/29", "gateway": "198.18.0.137"}
 APT_PROXY_PORT = 3142  # the machine-wide shared apt proxy (roles/sandbox defaults)
+AWS_ADDRESS = "198.18.0.228"  # its AWS service address (198.18.0.224/29, docs/development.md)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,10 @@ def _write_inventory(path: Path, name: str, state_dir: Path, run_dir: Path, moto
                 "sandbox_state_dir": str(state_dir),
                 "sandbox_run_dir": str(run_dir),
                 "sandbox_moto_port": moto_port,
+                # Without the stacks: the hosts registered as EC2 instances at boot.
+                "sandbox_ec2_register": True,
+                "sandbox_ssm_endpoint_port": free_port(),
+                "sandbox_aws_address": AWS_ADDRESS,
             },
             "hosts": {"localhost": LOCAL_CONTROLLER},
             "children": {
@@ -221,6 +227,17 @@ def test_moto_knows_the_hosts_as_tagged_ec2_instances(sandbox: Sandbox) -> None:
     ]
     by_role = {t["Role"]: t["Name"] for t in tags}
     assert by_role == {"webdb": f"{sandbox.name}_WebDB", "dwh": f"{sandbox.name}_ShinyDWH"}
+    # Every tag inventory/aws_ec2.yml composes from, and the transfer bucket they name exists.
+    bucket = f"{sandbox.name}-ssm-transfer"
+    assert all(t["SsmTransferBucket"] == bucket and t["Project"] == "SBW_Project" for t in tags), tags
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{sandbox.moto_port}",
+        region_name="ap-southeast-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.head_bucket(Bucket=bucket)
 
 
 def test_private_host_reaches_only_its_gateway_services(sandbox: Sandbox) -> None:
@@ -235,6 +252,7 @@ def test_private_host_reaches_only_its_gateway_services(sandbox: Sandbox) -> Non
                 (PRIVATE["gateway"], sandbox.moto_port),  # moto: allowed
                 (PRIVATE["gateway"], APT_PROXY_PORT),  # apt proxy (TEMPORARY package path): allowed
                 (PRIVATE["gateway"], stray_port),  # anything else on the gateway: dropped
+                (AWS_ADDRESS, sandbox.moto_port),  # moto on the AWS service address: routed, allowed
                 (PUBLIC["cidr"].split("/")[0], 22),  # the public host: no route
                 (PUBLIC["gateway"], sandbox.moto_port),  # the public subnet's gateway: no route
                 (_controller_address(), 22),  # the controller's own address: no route
@@ -244,7 +262,8 @@ def test_private_host_reaches_only_its_gateway_services(sandbox: Sandbox) -> Non
     assert outcome[f"{gw}:{sandbox.moto_port}"] == "connected"
     assert outcome[f"{gw}:{APT_PROXY_PORT}"] == "connected"
     assert outcome[f"{gw}:{stray_port}"] != "connected"
-    others = {k: v for k, v in outcome.items() if not k.startswith(f"{gw}:")}
+    assert outcome[f"{AWS_ADDRESS}:{sandbox.moto_port}"] == "connected"
+    others = {k: v for k, v in outcome.items() if not k.startswith((f"{gw}:", f"{AWS_ADDRESS}:"))}
     assert all("unreachable" in v.lower() for v in others.values()), others
     routes = subprocess.run(
         ["ip", "-n", sandbox.netns("dwh"), "route", "show", "default"], capture_output=True, text=True
@@ -298,6 +317,8 @@ def test_absent_leaves_nothing_behind(sandbox: Sandbox) -> None:
     assert not any(sandbox.name in cmd for cmd in after.values())
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert sandbox.name not in netns
+    lo = subprocess.run(["ip", "-br", "addr", "show", "dev", "lo"], capture_output=True, text=True).stdout
+    assert f"{AWS_ADDRESS}/32" not in lo
     addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True).stdout
     assert PUBLIC["gateway"] + "/" not in addrs
     assert PRIVATE["gateway"] + "/" not in addrs

@@ -1,10 +1,13 @@
 """site.yml against the local sandbox: both hosts configured, a second run changes nothing, and the
-databases behave as the design says (least privilege, pg_hba).
+databases behave as the design says (least privilege, pg_hba). The host plays reach the hosts as an
+operator's do on AWS: through inventory/aws_ec2.yml (the hosts stack's instances, in moto) over the
+real amazon.aws.aws_ssm connection, as ssm-user, with the sandbox's aws-env.json as the environment.
 
-The sandbox inventory (inventory/sandbox: same groups, same group_vars) is copied with its two hosts
-moved to a block of their own (webdb 198.18.0.162 in .160/29, dwh 198.18.0.170 in .168/29), brought up
-with playbooks/sandbox.yml under a unique name, state directories and moto port, and torn down at the
-end - so it never collides with the default sandbox or another suite. Checks run from the controller
+The sandbox inventory (inventory/sandbox: same group_vars) is copied with its two hosts moved to a
+block of their own (webdb 198.18.0.162 in .160/29, dwh 198.18.0.170 in .168/29, AWS service address
+198.18.0.226), brought up with playbooks/sandbox.yml under a unique name, state directories, moto and
+SSM endpoint ports, and torn down at the end - so it never collides with the default sandbox or
+another suite. Checks run from the controller
 (the operator / Amplify / ETL side: the hosts' gateway addresses) and from inside a host's network
 namespace (`nsenter --net`), with the controller's Python and psycopg2.
 """
@@ -16,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +30,9 @@ import boto3
 import psycopg2
 import pytest
 import yaml
+from sbw_ops.platform_base import AWS_INVENTORY, sandbox_env
 
-from tests.ansible_support import ansible_env, play_recap
+from tests.ansible_support import ansible_env, play_recap, unwrap_unsafe
 from tests.service_support import free_port
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow, pytest.mark.xdist_group("sandbox")]
@@ -36,25 +41,28 @@ REPO = Path(__file__).resolve().parents[1]
 BLOCK = 160  # 198.18.0.160/28: webdb in .160/29, dwh in .168/29
 WEBDB = f"198.18.0.{BLOCK + 2}"
 DWH = f"198.18.0.{BLOCK + 10}"
+AWS_ADDRESS = "198.18.0.226"  # this suite's AWS service address (198.18.0.224/29: one per sandbox)
 
 
-def sandbox_inventory(base: Path, block: int) -> tuple[Path, dict[str, Any]]:
+def sandbox_inventory(base: Path, block: int, aws_address: str) -> tuple[Path, dict[str, Any]]:
     """inventory/sandbox copied under `base` with webdb in 198.18.0.<block>/29 and dwh in the next /29,
-    a unique sandbox name, state directories and moto port: (inventory dir, extra vars that go with it,
-    network facts included)."""
+    a unique sandbox name, state directories, moto and SSM endpoint ports: (inventory dir, extra vars
+    that go with it, network facts included)."""
     inventory = base / "inventory"
     shutil.copytree(REPO / "inventory" / "sandbox", inventory)
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-    groups = hosts["all"]["children"]["sandbox"]["children"]
-    for group, host, offset in (("role_webdb", "webdb", 0), ("role_dwh", "dwh", 8)):
-        groups[group]["hosts"][host]["sandbox_host_address"] = f"198.18.0.{block + offset + 2}/29"
-        groups[group]["hosts"][host]["sandbox_host_gateway"] = f"198.18.0.{block + offset + 1}"
+    layout = hosts["all"]["children"]["sandbox"]["hosts"]
+    for host, offset in (("webdb", 0), ("dwh", 8)):
+        layout[host]["sandbox_host_address"] = f"198.18.0.{block + offset + 2}/29"
+        layout[host]["sandbox_host_gateway"] = f"198.18.0.{block + offset + 1}"
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
     extra = {
         "sandbox_name": f"sbwt{uuid.uuid4().hex[:6]}",
         "sandbox_state_dir": str(base / "state"),
         "sandbox_run_dir": str(base / "run"),
         "sandbox_moto_port": free_port(),
+        "sandbox_ssm_endpoint_port": free_port(),
+        "sandbox_aws_address": aws_address,
         "sbw_public_subnet_cidr": f"198.18.0.{block}/29",
         "sbw_private_subnet_cidr": f"198.18.0.{block + 8}/29",
         "sbw_admin_cidrs": [f"198.18.0.{block + 1}/32"],
@@ -64,11 +72,37 @@ def sandbox_inventory(base: Path, block: int) -> tuple[Path, dict[str, Any]]:
 
 
 def run_playbook(
-    playbook: str, inventory: Path, extra_vars: dict[str, Any], env: dict[str, str]
+    playbook: str,
+    inventory: Path,
+    extra_vars: dict[str, Any],
+    env: dict[str, str],
+    *,
+    over_ssm: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), playbook]
+    """ansible-playbook with the sandbox inventory; `over_ssm`: the operator's way to the hosts."""
+    return run_ansible("ansible-playbook", [playbook], inventory, extra_vars, env, over_ssm=over_ssm)
+
+
+def run_ansible(
+    command: str,
+    args: list[str],
+    inventory: Path,
+    extra_vars: dict[str, Any],
+    env: dict[str, str],
+    *,
+    over_ssm: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """`command` (ansible-playbook, ansible, ansible-inventory) with the sandbox inventory and, when
+    `over_ssm`, inventory/aws_ec2.yml and the sandbox's environment (its aws-env.json)."""
+    argv = [str(Path(sys.executable).parent / command), "-i", str(inventory)]
+    if over_ssm:
+        argv += ["-i", str(REPO / AWS_INVENTORY)]
+        aws = sandbox_env(extra_vars["sandbox_run_dir"])
+        env = {k: v for k, v in env.items() if k not in ("AWS_PROFILE", "AWS_SESSION_TOKEN")}
+        env |= {**aws, "PATH": f"{Path(sys.executable).parent}:{aws['PATH']}"}
+    extra = [] if command == "ansible-inventory" else ["-e", json.dumps(extra_vars)]
     return subprocess.run(
-        [*argv, "-e", json.dumps(extra_vars)],
+        [*argv, *args, *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -88,6 +122,11 @@ class Sandbox:
     run_dir: Path
     up: subprocess.CompletedProcess[str]
 
+    def instance_ids(self) -> dict[str, str]:
+        """webdb / dwh -> the hosts stack's instance id (their names in inventory/aws_ec2.yml)."""
+        facts = yaml.safe_load(Path(self.extra_vars["sbw_stacks_facts_file"]).read_text())
+        return {"webdb": facts["sbw_webdb_instance_id"], "dwh": facts["sbw_dwh_instance_id"]}
+
     def pid(self, host: str) -> int:
         return int((self.run_dir / f"{host}.pid").read_text().split()[0])
 
@@ -100,10 +139,10 @@ class Sandbox:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     # Fixtures only record results; tests assert them (a failing module fixture would be re-run for
     # every test: eight more sandboxes and site.yml runs).
-    inventory, extra = sandbox_inventory(tmp_path_factory.mktemp("site-sandbox"), BLOCK)
+    inventory, extra = sandbox_inventory(tmp_path_factory.mktemp("site-sandbox"), BLOCK, AWS_ADDRESS)
     env = ansible_env()
     try:
-        up = run_playbook("playbooks/sandbox.yml", inventory, extra, env)
+        up = run_playbook("playbooks/sandbox.yml", inventory, extra, env, over_ssm=False)
         yield Sandbox(
             inventory,
             extra,
@@ -112,21 +151,28 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             up,
         )
     finally:
-        down = run_playbook("playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env)
+        down = run_playbook(
+            "playbooks/sandbox.yml", inventory, {**extra, "sandbox_state": "absent"}, env, over_ssm=False
+        )
         assert down.returncode == 0, down.stdout[-4000:]
 
 
 @pytest.fixture(scope="module")
 def site_runs(sandbox: Sandbox) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-    """site.yml twice on the sandbox: (first run, second run); a failed step is returned for both."""
+    """site.yml twice on the sandbox: (first run, second run); a failed step is returned for both.
+    The seconds each took are printed (pytest -s), the figure docs/development.md quotes."""
     if sandbox.up.returncode != 0:
         return sandbox.up, sandbox.up
     env = ansible_env()
     extra = {**sandbox.extra_vars, "oltp_schema_load_sample_catalog": True}
+    started = time.monotonic()
     first = run_playbook("site.yml", sandbox.inventory, extra, env)
     if first.returncode != 0:
         return first, first
-    return first, run_playbook("site.yml", sandbox.inventory, extra, env)
+    middle = time.monotonic()
+    second = run_playbook("site.yml", sandbox.inventory, extra, env)
+    print(f"site.yml over SSM: first run {middle - started:.0f} s, second {time.monotonic() - middle:.0f} s")
+    return first, second
 
 
 @pytest.fixture
@@ -178,17 +224,44 @@ print(json.dumps(outcome))
 
 
 def test_first_run_configures_both_hosts_and_second_run_changes_nothing(
-    site_runs: Any, configured: None
+    site_runs: Any, configured: None, sandbox: Sandbox
 ) -> None:
     first, second = site_runs
     first_recap = play_recap(first.stdout)
     second_recap = play_recap(second.stdout)
-    assert set(first_recap) >= {"webdb", "dwh"}, first.stdout[-3000:]
-    assert first_recap["webdb"]["changed"] > 0 and first_recap["dwh"]["changed"] > 0
+    webdb, dwh = sandbox.instance_ids()["webdb"], sandbox.instance_ids()["dwh"]
+    # The hosts by their instance ids: inventory/aws_ec2.yml, not the sandbox's layout names.
+    assert set(first_recap) == {"localhost", webdb, dwh}, first.stdout[-3000:]
+    assert first_recap[webdb]["changed"] > 0 and first_recap[dwh]["changed"] > 0
     assert {host: counts["changed"] for host, counts in second_recap.items()} == dict.fromkeys(
         second_recap, 0
     ), second.stdout[-6000:]
     assert all(counts["failed"] == 0 and counts["unreachable"] == 0 for counts in second_recap.values())
+
+
+def test_host_plays_reach_the_hosts_over_aws_ssm_as_ssm_user(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
+    """What the host plays connect with: inventory/aws_ec2.yml's hosts (the stacks' instance ids),
+    amazon.aws.aws_ssm through the sandbox's session-manager-plugin, as ssm-user; root only by sudo."""
+    ids = sandbox.instance_ids()
+    env = ansible_env()
+    listing = run_ansible("ansible-inventory", ["--list"], sandbox.inventory, sandbox.extra_vars, env)
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    inventory = unwrap_unsafe(json.loads(listing.stdout))
+    hostvars = inventory["_meta"]["hostvars"]
+    for group, name in (("role_webdb", "webdb"), ("role_dwh", "dwh")):
+        assert inventory[group]["hosts"] == [ids[name]]
+        assert hostvars[ids[name]]["ansible_connection"] == "amazon.aws.aws_ssm"
+        assert hostvars[ids[name]]["ansible_aws_ssm_bucket_endpoint_url"] == f"http://{AWS_ADDRESS}:" + str(
+            sandbox.extra_vars["sandbox_moto_port"]
+        )
+    for become, user in (([], "ssm-user"), (["--become"], "root")):
+        args = ["role_webdb:role_dwh", "-m", "ansible.builtin.command", "-a", "id -un", *become]
+        who = run_ansible("ansible", args, sandbox.inventory, sandbox.extra_vars, env)
+        assert who.returncode == 0, who.stdout[-3000:]
+        for instance_id in ids.values():
+            assert re.search(rf"^{instance_id} \| CHANGED \| rc=0 >>\n{user}$", who.stdout, re.M), who.stdout
 
 
 def test_schemas_are_present(site_runs: Any, configured: None, sandbox: Sandbox) -> None:

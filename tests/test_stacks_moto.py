@@ -545,12 +545,12 @@ def _inventory_copy(deployment: Deployment) -> Path:
     return path
 
 
-def _ansible_inventory(inventory: Path, *args: str) -> str:
+def _ansible_inventory(inventory: Path, *args: str, **extra_env: str) -> str:
     return subprocess.run(
         ["ansible-inventory", "-i", str(inventory), *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env={**_env(), **extra_env},
         cwd=REPO,
         check=True,
         timeout=300,
@@ -578,3 +578,9 @@ def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> 
         assert hostvars["ec2_name"] == name
         # The postgresql role finds the data volume by this id.
         assert re.fullmatch(r"vol-[0-9a-f]+", hostvars["postgresql_data_volume_id"])
+    # The sandbox binds its data volumes as directories (its aws.env says so): no device to wait for.
+    bound = _unwrap(
+        json.loads(_ansible_inventory(inventory, "--list", SBW_SANDBOX_DATA_VOLUMES="bound"))
+    )
+    for instance_id in (webdb, dwh):
+        assert bound["_meta"]["hostvars"][instance_id]["postgresql_data_volume_id"] == ""

@@ -4,17 +4,18 @@
     python -m sbw_ops.platform down      # DOWN_STEPS: port forward, scheduler, local API, sandbox absent
     python -m sbw_ops.platform schedule --state-dir DIR --every 60   # the ETL "hourly" schedule (background)
 
-Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on the gateway) -> site.yml
-(the stacks against the sandbox's moto, the dwh host's private apt repository, both hosts; dwh from
-that repository) -> local ingest API
-(the real handler, writing to the stacks' raw bucket in the sandbox's moto) -> synthetic traffic
+Order of `up`: sandbox (playbooks/sandbox.yml: nspawn hosts webdb/dwh, moto on its AWS service address,
+the SSM endpoint stand-in) -> site.yml (the stacks against the sandbox's moto, the dwh host's private
+apt repository, both hosts as the hosts stack's EC2 instances over amazon.aws.aws_ssm; dwh from
+that repository) -> local ingest API (the real handler, writing to the stacks' raw bucket in the
+sandbox's moto) -> synthetic traffic
 (sbw_ops.traffic over the shop's catalog read from webdb) -> one ETL run (the real handler, as a
 process, against the dwh warehouse 198.18.0.20:5432 as sbw_etl with the password from moto's SSM) ->
 the schedule (a background loop running the ETL every N seconds; PID file) -> port forward
-(playbooks/port_forward.yml, sandbox backend) -> the dashboard in Chromium: KPIs read and a screenshot
--> a summary. Every step is `def step_x(state) -> None` over a `sbw_ops.platform_base.PlatformState`;
-the step's configuration is `state.data["platform"]` (see `PlatformConfig`), defaults = the default
-sandbox of inventory/sandbox/.
+(playbooks/port_forward.yml: aws ssm start-session, SSM stand-ins) -> the dashboard in Chromium: KPIs
+read and a screenshot -> a summary. Every step is `def step_x(state) -> None` over a
+`sbw_ops.platform_base.PlatformState`; the step's configuration is `state.data["platform"]` (see
+`PlatformConfig`), defaults = the default sandbox of inventory/sandbox/.
 
 A second `up` on a running platform re-uses everything (the cached root, the booted hosts) and
 reports the hosts' `changed` counts of site.yml: 0 once converged.
@@ -49,6 +50,7 @@ from sbw_ops.platform_base import (
     _port_free,
     aws_env,
     default_config,
+    host_names,
     run_playbook,
     runs_marker,
     ssm_secret,
@@ -67,7 +69,9 @@ DEMO_ORIGIN = "http://localhost:3000"
 def step_sandbox(state: PlatformState) -> None:
     """Sandbox up: nspawn hosts webdb and dwh, moto on the gateway (playbooks/sandbox.yml)."""
     config = PlatformConfig.of(state)
-    run = run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False)
+    run = run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["s3_endpoint_url"] = config.endpoint_url
     state.data["sandbox"] = {"up": True, "changed": _changed(run).get("localhost", 0)}
     state.save()
@@ -78,7 +82,9 @@ def step_site(state: PlatformState) -> None:
     """site.yml: the stacks (to moto), the dwh host's private repository, both hosts (dwh from it)."""
     run = run_playbook(state, "site.yml")
     changed = _changed(run)
-    hosts = {h: n for h, n in changed.items() if h != "localhost"}
+    # Recap names are the instance ids (inventory/aws_ec2.yml); say webdb / dwh.
+    names = host_names(state)
+    hosts = {names.get(h, h): n for h, n in changed.items() if h != "localhost"}
     state.data["site"] = {"changed": hosts, "log": str(run.log)}
     state.data["raw_bucket"] = stack_facts(state)["sbw_raw_bucket"]
     state.save()
@@ -248,7 +254,8 @@ def step_schedule(state: PlatformState) -> None:
 
 
 def step_port_forward(state: PlatformState) -> None:
-    """Port forward to the dashboard started (playbooks/port_forward.yml, sandbox backend)."""
+    """Port forward to the dashboard started (playbooks/port_forward.yml: aws ssm start-session to the
+    dwh instance, through the sandbox's SSM endpoint and plugin stand-ins: its environment)."""
     config = PlatformConfig.of(state)
     port = config.dashboard_port
     previous = state.data.get("port_forward", {}).get("port")
@@ -261,12 +268,7 @@ def step_port_forward(state: PlatformState) -> None:
         "run_dir": str(state.directory / "port-forward"),
     }
     state.save()
-    run_playbook(
-        state,
-        "playbooks/port_forward.yml",
-        _pf_vars(state, "started"),
-        with_facts=False,
-    )
+    run_playbook(state, "playbooks/port_forward.yml", _pf_vars(state, "started"))
     state.data["dashboard_url"] = f"http://127.0.0.1:{port}/sbw_dashboard/"
     state.save()
     print(f"  {state.data['dashboard_url']}")
@@ -384,7 +386,9 @@ def down_sandbox(state: PlatformState) -> None:
     """Sandbox absent (hosts, moto, networks)."""
     if not state.data.get("sandbox", {}).get("up"):
         return
-    run_playbook(state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False)
+    run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "absent"}, with_facts=False, hosts_over_ssm=False
+    )
     state.data["sandbox"] = {"up": False}
     state.save()
     print("  sandbox removed")

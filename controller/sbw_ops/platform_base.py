@@ -137,6 +137,26 @@ def aws_env() -> dict[str, str]:
     return env
 
 
+# The real AWS inventory: the host plays reach the sandbox's hosts as the hosts stack's EC2 instances
+# (in moto) over amazon.aws.aws_ssm, as ssm-user (docs/operations.md "The sandbox").
+AWS_INVENTORY = "inventory/aws_ec2.yml"
+SANDBOX_INVENTORY = "inventory/sandbox"
+
+
+def sandbox_env(run_dir: str | Path) -> dict[str, str]:
+    """What a run against the sandbox exports (roles/sandbox writes <run_dir>/aws-env.json): the
+    AWS_ENDPOINT_URL* variables, moto's fake credentials and PATH with the sandbox's bin dir (its
+    session-manager-plugin) first. Empty before the sandbox is up."""
+    path = Path(run_dir) / "aws-env.json"
+    if not path.exists():
+        return {}
+    env = dict(json.loads(path.read_text()))
+    bin_dir = env.pop("SBW_SANDBOX_BIN_DIR", "")
+    if bin_dir:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
 def _bin(name: str) -> str:
     candidate = Path(sys.executable).with_name(name)
     return str(candidate) if candidate.exists() else name
@@ -158,6 +178,12 @@ def stack_facts(state: PlatformState) -> dict[str, Any]:
     if not path.exists():
         raise RuntimeError(f"{path} is missing: the stacks step has not run")
     return yaml.safe_load(path.read_text()) or {}
+
+
+def host_names(state: PlatformState) -> dict[str, str]:
+    """The hosts' inventory names (their EC2 instance ids, inventory/aws_ec2.yml) -> webdb / dwh."""
+    facts = stack_facts(state)
+    return {facts["sbw_webdb_instance_id"]: "webdb", facts["sbw_dwh_instance_id"]: "dwh"}
 
 
 @dataclass(frozen=True)
@@ -189,13 +215,16 @@ def run_playbook(
     with_facts: bool = True,
     check: bool = True,
     options: tuple[str, ...] = (),
+    hosts_over_ssm: bool = True,
 ) -> PlaybookRun:
     """ansible-playbook with the platform's inventory and extra vars (and `options`, e.g. --check);
-    output kept in logs/."""
+    output kept in logs/. `hosts_over_ssm`: the hosts through inventory/aws_ec2.yml and the
+    sandbox's environment (aws-env.json), as on AWS; False for playbooks/sandbox.yml itself."""
     config = PlatformConfig.of(state)
     cmd = [_bin("ansible-playbook"), playbook, *options]
-    if config.inventory:
-        cmd += ["-i", config.inventory]
+    cmd += ["-i", config.inventory or SANDBOX_INVENTORY]
+    if hosts_over_ssm:
+        cmd += ["-i", AWS_INVENTORY]
     settings = {
         "sbw_stacks_facts_file": str(facts_file(state)),
         **config.extra_vars,
@@ -204,10 +233,12 @@ def run_playbook(
     cmd += ["-e", json.dumps(settings)]
     if with_facts and facts_file(state).exists():
         cmd += ["-e", f"@{facts_file(state)}"]
+    aws = sandbox_env(config.run_dir) if hosts_over_ssm else {}
     env = {
         **aws_env(),
+        **aws,
         **({"SBW_STATE_ROOT": config.state_root} if config.state_root else {}),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{aws.get('PATH', os.environ.get('PATH', ''))}",
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
         "ANSIBLE_FORCE_COLOR": "0",
