@@ -579,8 +579,6 @@ def test_aws_ec2_inventory_groups_and_ssm_connection(deployment: Deployment) -> 
         # The postgresql role finds the data volume by this id.
         assert re.fullmatch(r"vol-[0-9a-f]+", hostvars["postgresql_data_volume_id"])
     # The sandbox binds its data volumes as directories (its aws.env says so): no device to wait for.
-    bound = _unwrap(
-        json.loads(_ansible_inventory(inventory, "--list", SBW_SANDBOX_DATA_VOLUMES="bound"))
-    )
+    bound = _unwrap(json.loads(_ansible_inventory(inventory, "--list", SBW_SANDBOX_DATA_VOLUMES="bound")))
     for instance_id in (webdb, dwh):
         assert bound["_meta"]["hostvars"][instance_id]["postgresql_data_volume_id"] == ""
