@@ -145,6 +145,8 @@ def _run(tmp_path: Path, playbook: str, *extra: str) -> subprocess.CompletedProc
         ("webdb", "sbw_webdb_client_cidrs"),
         ("dwh", "sbw_artifacts_bucket"),
         ("dwh", "sbw_dwh_etl_cidrs"),
+        ("webdb", "sbw_backup_bucket"),
+        ("dwh", "sbw_backup_bucket"),
     ],
 )
 def test_without_the_stacks_facts_a_playbook_fails_first_naming_the_variable(
@@ -162,7 +164,13 @@ def test_without_the_stacks_facts_a_playbook_fails_first_naming_the_variable(
 def test_the_facts_file_is_found_outside_site_yml(tmp_path: Path) -> None:
     facts = tmp_path / "stacks-facts.yml"
     facts.write_text(
-        yaml.safe_dump({"sbw_webdb_client_cidrs": ["203.0.113.7/32"], "sbw_artifacts_bucket": "owned-bucket"})
+        yaml.safe_dump(
+            {
+                "sbw_webdb_client_cidrs": ["203.0.113.7/32"],
+                "sbw_artifacts_bucket": "owned-bucket",
+                "sbw_backup_bucket": "owned-backups",
+            }
+        )
     )
     result = _run(tmp_path, "webdb", "-e", f"sbw_stacks_facts_file={facts}")
     # Past the check: the next task contacts the host, which is not there.

@@ -375,3 +375,110 @@ def test_erase_subject_on_the_sandbox(platform: Path) -> None:
     # while its raw object stays, may come back: it is not erased).
     reloaded = set(observe.warehouse(state)["event_ids"])
     assert reloaded.isdisjoint(subject_ids) and rows - subject_ids <= reloaded
+
+
+def _shop(state: PlatformState, new_orders: int = 0) -> dict[str, int]:
+    """Adds `new_orders` orders (each of a new user) through the app role, as the shop does; returns the
+    shop's row counts {users, orders}."""
+    import psycopg2
+
+    config = PlatformConfig.of(state)
+    conn = psycopg2.connect(
+        host=config.webdb_address,
+        port=5432,
+        dbname=pbase.OLTP_DB,
+        user="sbw_web_app",
+        password=pbase.ssm_secret(config, pbase.APP_PASSWORD_PARAM),
+        connect_timeout=10,
+    )
+    try:
+        with conn, conn.cursor() as cur:
+            for _ in range(new_orders):
+                user = f"restore-{uuid.uuid4().hex}"
+                cur.execute(
+                    "INSERT INTO users (user_id, email) VALUES (%s, %s)", (user, f"{user}@example.com")
+                )
+                cur.execute("INSERT INTO orders (user_id, total_amount) VALUES (%s, 9.99)", (user,))
+            cur.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM orders), now()::text")
+            users, orders, now = cur.fetchone()
+    finally:
+        conn.close()
+    return {"users": users, "orders": orders, "now": now}
+
+
+def _counts(state: PlatformState) -> dict[str, Any]:
+    dw = observe.warehouse(state)
+    assert len(dw["event_ids"]) == len(set(dw["event_ids"]))
+    shop = _shop(state)
+    return {
+        "events": set(dw["event_ids"]),
+        "objects": dw["objects"],
+        "users": shop["users"],
+        "orders": shop["orders"],
+    }
+
+
+def _backup(state: PlatformState, backup_type: str) -> None:
+    run = pbase.run_playbook(state, "playbooks/backup.yml", {"backup_type": backup_type})
+    reports = [line for line in run.stdout.splitlines() if "BACKUP " in line]
+    assert len(reports) == 2 and all("none yet" not in line for line in reports), run.stdout[-3000:]
+
+
+def test_backup_lose_both_hosts_restore_gives_exact_counts_and_the_etl_resumes(platform: Path) -> None:
+    """Issue 16 §2: shop rows and events, backed up (playbooks/backup.yml); more of both and a second
+    backup; then both hosts and their data volumes are lost (sandbox_state=lost) and booted again empty.
+    site.yml refuses to take over the repositories of the lost clusters; playbooks/restore.yml brings
+    back exactly what was there (event ids, the ETL's bookkeeping, shop rows); site.yml converges on the
+    restored hosts, and the next ETL run loads exactly the new traffic. Then a point-in-time restore to
+    a moment between the two backups gives exactly that moment's counts, and the ETL loads again what
+    the warehouse had not seen then, once."""
+    state = PlatformState.load(platform)
+    pf.down_processes(state, ("etl_schedule",))
+    etl.run_etl_once(state)  # everything sent so far is loaded
+    _shop(state, new_orders=3)
+    _backup(state, "full")
+    at_first = _counts(state)
+    target = _shop(state)["now"]  # the webdb and dwh hosts share this machine's clock
+    pf.send_traffic(state, sessions=30)
+    assert etl.run_etl_once(state)["rows_inserted"] > 0
+    _shop(state, new_orders=2)
+    _backup(state, "diff")  # archives the WAL of the second load too
+    before = _counts(state)
+    assert before["events"] > at_first["events"] and before["orders"] == at_first["orders"] + 2
+
+    lost = pbase.run_playbook(
+        state,
+        "playbooks/sandbox.yml",
+        {"sandbox_state": "lost", "sandbox_lost_hosts": ["webdb", "dwh"]},
+        with_facts=False,
+        hosts_over_ssm=False,
+    )
+    assert lost.recap()["localhost"]["changed"] > 0
+    pbase.run_playbook(
+        state, "playbooks/sandbox.yml", {"sandbox_state": "present"}, with_facts=False, hosts_over_ssm=False
+    )
+    refused = pbase.run_playbook(state, "site.yml", check=False)
+    assert refused.returncode != 0
+    assert "holds the backups of another cluster" in refused.stdout, refused.stdout[-3000:]
+
+    pbase.run_playbook(state, "playbooks/restore.yml", {"restore_confirm": True})
+    pbase.run_playbook(state, "site.yml")
+    after = _counts(state)
+    assert after == before
+
+    wave = pf.send_traffic(state, sessions=20)
+    summary = etl.run_etl_once(state)
+    assert summary["status"] == "succeeded" and summary["rows_inserted"] == wave["accepted_events"] > 0
+    resumed = _counts(state)
+    assert (
+        before["events"] < resumed["events"]
+        and len(resumed["events"]) == len(before["events"]) + wave["accepted_events"]
+    )
+
+    pbase.run_playbook(state, "playbooks/restore.yml", {"restore_confirm": True, "restore_target": target})
+    at_target = _counts(state)
+    assert at_target == at_first
+    reloaded = etl.run_etl_once(state)
+    assert reloaded["status"] == "succeeded"
+    assert _counts(state)["events"] == resumed["events"]  # what came after the target, loaded again once
+    pf.step_schedule(state)
