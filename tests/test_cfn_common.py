@@ -106,6 +106,7 @@ def test_no_stateful_resource_without_deletion_and_replace_policies() -> None:
     [
         ("storage", "RawBucket"),
         ("storage", "AssetsBucket"),
+        ("storage", "BackupBucket"),
         ("hosts", "WebDbInstance"),
         ("hosts", "DwhInstance"),
         ("auth", "UserPool"),

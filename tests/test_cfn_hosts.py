@@ -121,9 +121,20 @@ def test_one_role_per_host_without_the_managed_ssm_core_policy() -> None:
         assert plain(props("hosts", role)["ManagedPolicyArns"]) == [{"Ref": "SsmManagedInstancePolicy"}]
 
 
+def _project_parameters() -> list[str]:
+    """Every /sbw/* parameter the playbooks name (group_vars sbw_ssm_parameters), the pgBackRest
+    passphrases among them, plus one the list does not name (the deny covers the whole path)."""
+    group_vars = yaml.safe_load((REPO / "playbooks" / "group_vars" / "all" / "main.yml").read_text())
+    names = sorted(group_vars["sbw_ssm_parameters"].values())
+    assert {"/sbw/webdb/pgbackrest_cipher_pass", "/sbw/dwh/pgbackrest_cipher_pass"} <= set(names)
+    assert all(n.startswith("/sbw/") for n in names)
+    return [*names, "/sbw/postgres/superuser"]
+
+
 @pytest.mark.parametrize("role", ["WebDbRole", "DwhRole"])
 def test_no_host_reads_project_parameters_or_decrypts(role: str) -> None:
-    """Ansible reads the passwords on the controller; a host role reads no /sbw/* parameter at all."""
+    """Ansible reads the passwords (and the backup passphrases) on the controller; a host role reads no
+    /sbw/* parameter at all."""
     statements = role_statements("hosts", role)
     for action in (
         "ssm:GetParameter",
@@ -131,12 +142,7 @@ def test_no_host_reads_project_parameters_or_decrypts(role: str) -> None:
         "ssm:GetParametersByPath",
         "ssm:GetParameterHistory",
     ):
-        for parameter in (
-            "/sbw/dwh/etl_password",
-            "/sbw/dwh/dashboard_password",
-            "/sbw/webdb/app_password",
-            "/sbw/postgres/superuser",
-        ):
+        for parameter in _project_parameters():
             resource = f"arn:aws:ssm:ap-southeast-1:123456789012:parameter{parameter}"
             assert not allows(statements, action, resource), (role, action, parameter)
     assert not any(a.startswith("kms:") for s in statements if s["Effect"] == "Allow" for a in actions(s))
@@ -156,10 +162,103 @@ def test_webdb_role_cannot_read_the_warehouse_parameters() -> None:
     )
 
 
-def test_only_the_dwh_host_reads_the_repository_and_webdb_has_no_s3() -> None:
+def test_only_the_dwh_host_reads_the_repository_and_webdb_s3_is_its_backups_only() -> None:
     repo = "arn:aws:s3:::${ArtifactsBucketName}/${RepoPrefix}/dists/bookworm/InRelease"
     assert allows(role_statements("hosts", "DwhRole"), "s3:GetObject", repo)
-    assert not any(a.startswith("s3:") for s in role_statements("hosts", "WebDbRole") for a in actions(s))
+    assert not allows(role_statements("hosts", "WebDbRole"), "s3:GetObject", repo)
+    # WebDB's only S3 grants are on the backup bucket (below).
+    for statement in role_statements("hosts", "WebDbRole"):
+        if any(a.startswith("s3:") for a in actions(statement)):
+            resource = plain(statement["Resource"])["Fn::Sub"]
+            assert resource.startswith("arn:${AWS::Partition}:s3:::${BackupBucketName}"), statement
+
+
+# --- the backup bucket (issue 16 §2): each host its own pgBackRest repository prefix -------------------
+
+BACKUP = "arn:aws:s3:::${BackupBucketName}"
+BACKUP_PREFIXES = {"WebDbRole": "webdb", "DwhRole": "dwh"}
+
+
+def _s3_statements(role: str) -> list[dict]:
+    return [s for s in role_statements("hosts", role) if any(a.startswith("s3:") for a in actions(s))]
+
+
+def _lists(statements: list[dict], prefix: str) -> bool:
+    """s3:ListBucket on the backup bucket for a request with this s3:prefix (the StringLike condition
+    evaluated; a statement without a condition lists any prefix)."""
+    for s in statements:
+        if s["Effect"] != "Allow" or not allows([s], "s3:ListBucket", BACKUP):
+            continue
+        condition = plain(s.get("Condition", {}))
+        if not condition:
+            return True
+        patterns = condition["StringLike"]["s3:prefix"]
+        if any(glob_match(p, prefix) for p in patterns):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("role", sorted(BACKUP_PREFIXES))
+def test_each_host_reads_and_writes_only_its_own_backup_prefix(role: str) -> None:
+    own = BACKUP_PREFIXES[role]
+    (other,) = set(BACKUP_PREFIXES.values()) - {own}
+    statements = role_statements("hosts", role)
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        # pgBackRest's files under repo1-path=/<host>: backup info, backups, WAL archive.
+        for key in ("backup/main/backup.info", "archive/main/15-1/0000000100000000/x.gz"):
+            assert allows(statements, action, f"{BACKUP}/{own}/{key}"), (role, action, key)
+            assert not allows(statements, action, f"{BACKUP}/{other}/{key}"), (role, action, key)
+        assert not allows(statements, action, f"{BACKUP}/{own}"), (role, action)  # not the prefix's neighbour
+        assert not allows(statements, action, f"{BACKUP}/{own}-other/x"), (role, action)
+        assert not allows(statements, action, f"{BACKUP}/x"), (role, action)
+    assert _lists(statements, f"{own}/backup/main/") and _lists(statements, own)
+    assert not _lists(statements, f"{other}/backup/main/") and not _lists(statements, other)
+    assert not _lists(statements, "") and not _lists(statements, f"{own}-other/")
+    # Nothing else on the bucket: no bucket-level writes, no policy or versioning changes, no version reads.
+    for action in (
+        "s3:DeleteBucket",
+        "s3:PutBucketPolicy",
+        "s3:PutLifecycleConfiguration",
+        "s3:PutBucketVersioning",
+        "s3:GetObjectVersion",
+        "s3:DeleteObjectVersion",
+    ):
+        assert not allows(statements, action, BACKUP), (role, action)
+        assert not allows(statements, action, f"{BACKUP}/{own}/x"), (role, action)
+
+
+@pytest.mark.parametrize("role", sorted(BACKUP_PREFIXES))
+def test_the_backup_grants_are_exactly_list_get_put_delete(role: str) -> None:
+    """Least privilege: the backup statements of a role are these two, no other S3 action on the bucket."""
+    own = BACKUP_PREFIXES[role]
+    backup = [
+        plain(s)
+        for s in _s3_statements(role)
+        if plain(s["Resource"])["Fn::Sub"].startswith("arn:${AWS::Partition}:s3:::${BackupBucketName}")
+    ]
+    assert sorted((s["Sid"], tuple(sorted(actions(s)))) for s in backup) == [
+        ("ListOwnPrefix", ("s3:ListBucket",)),
+        ("ReadWriteOwnPrefix", ("s3:DeleteObject", "s3:GetObject", "s3:PutObject")),
+    ]
+    listing = next(s for s in backup if s["Sid"] == "ListOwnPrefix")
+    assert listing["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${BackupBucketName}"}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"{own}/*", own]}}
+    objects = next(s for s in backup if s["Sid"] == "ReadWriteOwnPrefix")
+    assert objects["Resource"] == {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::${{BackupBucketName}}/{own}/*"}
+
+
+def test_the_hosts_get_the_backup_bucket_from_the_storage_stack() -> None:
+    params = next(
+        t["amazon.aws.cloudformation"]["template_parameters"]
+        for t in stack_tasks()
+        if t.get("amazon.aws.cloudformation", {}).get("stack_name", "").endswith("-hosts")
+    )
+    assert params["BackupBucketName"] == "{{ sbw_stacks_out.storage.BackupBucketName }}"
+    assert default("hosts", "BackupBucketName") == "clickstream-s3-backups"
+    facts = next(t for t in stack_tasks() if t.get("name") == "Keep the facts the host plays need")
+    assert facts["ansible.builtin.set_fact"]["sbw_stacks_facts"]["sbw_backup_bucket"] == (
+        "{{ sbw_stacks_out.storage.BackupBucketName }}"
+    )
 
 
 def test_parameter_key_policy_names_the_etl_the_operators_and_root_for_administration() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from tests.cfn_support import (
     CFN,
     default,
+    deploy_task,
     plain,
     props,
     resources,
@@ -83,6 +84,8 @@ def test_gateway_endpoint_policy_allows_only_project_and_ssm_agent_buckets() -> 
         "${RawBucketName}",
         "${ArtifactsBucketName}",
         "${SsmTransferBucketName}",
+        # The dwh host's pgBackRest repository (issue 16 §2): the private side reaches S3 only through here.
+        "${BackupBucketName}",
         "amazon-ssm-${AWS::Region}",
         "amazon-ssm-packages-${AWS::Region}",
         "${AWS::Region}-birdwatcher-prod",
@@ -96,6 +99,22 @@ def test_gateway_endpoint_policy_allows_only_project_and_ssm_agent_buckets() -> 
         a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
     assert "s3:*" not in actions and "*" not in actions
+    # The dwh host's pgBackRest (list, get, put, delete) passes; the endpoint gets the name the storage
+    # stack creates the bucket with.
+    objects = next(s for s in statements if s["Sid"] == "ProjectBucketsObjects")
+    assert set(objects["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    assert "arn:${AWS::Partition}:s3:::${BackupBucketName}/*" in [
+        plain(r)["Fn::Sub"] for r in objects["Resource"]
+    ]
+    listing = next(s for s in statements if s["Sid"] == "ProjectBucketsList")
+    assert "arn:${AWS::Partition}:s3:::${BackupBucketName}" in [
+        plain(r)["Fn::Sub"] for r in listing["Resource"]
+    ]
+    assert (
+        deploy_task("network")["template_parameters"]["BackupBucketName"]
+        == deploy_task("storage")["template_parameters"]["BackupBucketName"]
+        == "{{ sbw_stacks_buckets.backup }}"
+    )
 
 
 def _rules(logical_id: str, kind: str) -> set[tuple[Any, ...]]:

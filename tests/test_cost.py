@@ -41,6 +41,11 @@ def test_fixed_items() -> None:
     assert e.item("Interface endpoints (ssm, ssmmessages, ec2messages, monitoring)").usd == pytest.approx(
         4 * 730 * 0.013 + 0.02
     )
+    # Issue 16 §2: pgBackRest's repositories, four copies of both data volumes (60 GB) compressed 3:1, at
+    # S3 Standard's price: 80 GB.
+    backups = e.item("S3 backups (pgBackRest, both clusters)")
+    assert backups.usd == pytest.approx(4 * 60 / 3 * 0.025) == pytest.approx(2.0)
+    assert backups.quantity == "4 x 20 GB"
     assert e.item("Public IPv4 (webdb Elastic IP)").usd == pytest.approx(3.65)
     assert e.item("EventBridge schedules").usd == 0
     # Issue 16: every alarm of the templates (19 alarm metrics: the two API rate alarms read two metrics
@@ -111,10 +116,16 @@ def test_docs_table_is_the_models_output(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_what_a_teardown_keeps_costs_by_kind() -> None:
-    # A final snapshot bills per GB-month, a kept bucket S3 storage, a kept key 1 USD; parameters and an
-    # idle user pool nothing (sbw_ops.teardown reports these).
+    # A final snapshot bills per GB-month, a kept bucket (raw, assets, the pgBackRest backups) S3 storage, a
+    # kept key 1 USD; parameters and an idle user pool nothing (sbw_ops.teardown reports these).
     assert cost.kept_monthly_usd("snapshot", 60) == pytest.approx(60 * 0.05)
     assert cost.kept_monthly_usd("bucket", 10) == pytest.approx(10 * 0.025)
+    # The model's backup repositories, kept by a teardown, cost what the running platform pays for them.
+    a = cost.Assumptions()
+    backup_gb = a.backup_copies * (a.webdb_volume_gb + a.dwh_volume_gb) / a.backup_compression
+    assert cost.kept_monthly_usd("bucket", backup_gb) == pytest.approx(
+        cost.estimate(10, 1).item("S3 backups (pgBackRest, both clusters)").usd
+    )
     assert cost.kept_monthly_usd("kms_key", 1) == pytest.approx(1.0)
     assert cost.kept_monthly_usd("parameter", 4) == 0
     assert cost.kept_monthly_usd("user_pool", 1) == 0

@@ -164,6 +164,7 @@ def test_all_stacks_complete_with_their_outputs(deployment: Deployment) -> None:
     exports = {e["Name"]: e.get("Value") for e in cfn.list_exports()["Exports"]}
     assert exports["sbw-storage-SsmTransferBucketName"] == deployment.facts["sbw_ssm_transfer_bucket"]
     assert exports["sbw-hosts-DwhInstanceId"] == deployment.facts["sbw_dwh_instance_id"]
+    assert exports["sbw-storage-BackupBucketName"] == deployment.facts["sbw_backup_bucket"]
 
 
 def test_facts_file_for_the_host_plays(deployment: Deployment) -> None:
@@ -172,6 +173,10 @@ def test_facts_file_for_the_host_plays(deployment: Deployment) -> None:
     assert facts["sbw_raw_bucket"] == f"clickstream-s3-ingest{suffix}"
     assert facts["sbw_ssm_transfer_bucket"] == f"clickstream-s3-ssm-transfer{suffix}"
     assert facts["sbw_artifacts_bucket"] == f"clickstream-s3-artifacts{suffix}"
+    # pgBackRest's repositories (issue 16 §2), named like the others.
+    assert facts["sbw_backup_bucket"] == f"clickstream-s3-backups{suffix}"
+    written = yaml.safe_load((deployment.workdir / "stacks-facts.yml").read_text())
+    assert written["sbw_backup_bucket"] == facts["sbw_backup_bucket"]
     assert re.fullmatch(r"i-[0-9a-f]+", facts["sbw_webdb_instance_id"])
     assert re.fullmatch(r"i-[0-9a-f]+", facts["sbw_dwh_instance_id"])
     assert facts["sbw_dwh_private_ip"].startswith("10.0.128.")
@@ -269,6 +274,9 @@ def test_endpoints(deployment: Deployment) -> None:
     policy = ast.literal_eval(s3["PolicyDocument"])
     resources = {r for s in policy["Statement"] for r in s["Resource"]}
     assert f"arn:aws:s3:::{deployment.facts['sbw_raw_bucket']}/*" in resources
+    # The dwh host's backups go through the gateway endpoint: the bucket the storage stack made.
+    assert f"arn:aws:s3:::{deployment.facts['sbw_backup_bucket']}/*" in resources
+    assert f"arn:aws:s3:::{deployment.facts['sbw_backup_bucket']}" in resources
     assert f"arn:aws:s3:::amazon-ssm-{REGION}/*" in resources
     for name in ("ssm", "ssmmessages", "ec2messages"):
         endpoint = endpoints[f"com.amazonaws.{REGION}.{name}"]
@@ -413,7 +421,13 @@ def test_buckets(deployment: Deployment) -> None:
     facts = deployment.facts
     expected = {
         facts[k]
-        for k in ("sbw_raw_bucket", "sbw_assets_bucket", "sbw_artifacts_bucket", "sbw_ssm_transfer_bucket")
+        for k in (
+            "sbw_raw_bucket",
+            "sbw_assets_bucket",
+            "sbw_artifacts_bucket",
+            "sbw_ssm_transfer_bucket",
+            "sbw_backup_bucket",
+        )
     }
     assert expected <= names
     for bucket in expected:
@@ -470,6 +484,21 @@ def test_instances_tags_subnets_and_addresses(deployment: Deployment) -> None:
         attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
         assert [a["PolicyArn"] for a in attached if "AmazonSSMManagedInstanceCore" in a["PolicyArn"]] == []
     assert len(roles) == 2
+    # Each host's pgBackRest grant names the backup bucket the storage stack created, its own prefix only
+    # (the statements themselves: test_cfn_hosts).
+    backup = deployment.facts["sbw_backup_bucket"]
+    for instance, prefix in ((webdb, "webdb"), (dwh, "dwh")):
+        profile = instance["IamInstanceProfile"]["Arn"].split("/")[-1]
+        (role,) = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+        document = iam.get_role_policy(RoleName=role["RoleName"], PolicyName=f"backup-repository-{prefix}")[
+            "PolicyDocument"
+        ]
+        document = ast.literal_eval(document) if isinstance(document, str) else document
+        resources = {s["Sid"]: s["Resource"] for s in document["Statement"]}
+        assert resources == {
+            "ListOwnPrefix": f"arn:aws:s3:::{backup}",
+            "ReadWriteOwnPrefix": f"arn:aws:s3:::{backup}/{prefix}/*",
+        }
 
 
 def test_lambda_functions_roles_and_schedule(deployment: Deployment) -> None:

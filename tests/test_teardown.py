@@ -2,7 +2,8 @@
 
 Refuses without the account id and with a wrong one (nothing deleted); a check-mode run changes
 nothing; the default run deletes every stack, keeps exactly what it reports (retained buckets, the
-/sbw/* parameters and their key, a final snapshot per host volume) and a second run is changed=0; the
+pgBackRest backup bucket among them, the /sbw/* parameters and their key, a final snapshot per host volume)
+and a second run is changed=0; the
 purge run leaves no bucket, parameter, snapshot, stack or running instance, and the key pending deletion.
 moto stores termination protection without enforcing it and has no UpdateTerminationProtection (see
 tests/test_stacks_moto.py); the module tolerates that gap against an endpoint override only.
@@ -120,6 +121,7 @@ def deployed(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> tupl
     facts = (workdir / "stacks-facts.yml").read_text()
     key_id = re.search(r"sbw_ssm_kms_key_id: (\S+)", facts).group(1)
     raw = re.search(r"sbw_raw_bucket: (\S+)", facts).group(1)
+    backups = re.search(r"sbw_backup_bucket: (\S+)", facts).group(1)
     # Data as the platform holds it: a secret under the key, raw events with an old version.
     ssm, s3 = client(endpoint, "ssm"), client(endpoint, "s3")
     ssm.put_parameter(Name="/sbw/dwh/etl_password", Value="x" * 24, Type="SecureString", KeyId=key_id)
@@ -127,6 +129,11 @@ def deployed(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> tupl
     s3.put_bucket_versioning(Bucket=raw, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object(Bucket=raw, Key="events/a.ndjson", Body=b"1" * 1000)
     s3.put_object(Bucket=raw, Key="events/a.ndjson", Body=b"2" * 1000)
+    # pgBackRest's repositories: a rewritten backup.info (an old version) under webdb/, a WAL segment of dwh.
+    s3.put_bucket_versioning(Bucket=backups, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_object(Bucket=backups, Key="webdb/backup/main/backup.info", Body=b"a" * 500)
+    s3.put_object(Bucket=backups, Key="webdb/backup/main/backup.info", Body=b"b" * 500)
+    s3.put_object(Bucket=backups, Key="dwh/archive/main/15-1/0000000100000000/x.gz", Body=b"c" * 1000)
     return endpoint, workdir
 
 
@@ -161,16 +168,18 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     assert len(before["stacks"]) == 8 and len(before["instances"]) == 2
     raw = next(b for b in before["buckets"] if b.startswith("clickstream-s3-ingest-"))
     assets = next(b for b in before["buckets"] if b.startswith("clickstream-s3-sbw-"))
+    backups = next(b for b in before["buckets"] if b.startswith("clickstream-s3-backups-"))
 
     first = run_teardown(endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}")
     assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
     assert play_recap(first.stdout)["localhost"]["changed"] == 1
     after = account_state(endpoint)
-    # Every stack gone, both hosts terminated; left: the retained buckets, the parameters, their key
+    # Every stack gone, both hosts terminated; left: the retained buckets (raw, assets, the backups), the
+    # parameters, their key
     # (enabled: it decrypts them), one final snapshot per host root volume and one per PostgreSQL data volume
     # (its DeletionPolicy: Snapshot; moto ignores the policy, so there the teardown takes it).
     assert after["stacks"] == [] and after["instances"] == []
-    assert after["buckets"] == sorted([raw, assets])
+    assert after["buckets"] == sorted([raw, assets, backups])
     assert after["parameters"] == ["/sbw/dwh/etl_password", "/sbw/webdb/app_password"]
     assert len(after["snapshots"]) == 4
     enabled = [k for k, state in after["keys"].items() if state == "Enabled"]
@@ -180,6 +189,7 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     for kept in (
         raw,
         assets,
+        backups,
         *after["snapshots"],
         enabled[0],
         "/sbw/dwh/etl_password",
@@ -189,18 +199,27 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     assert "SBW_EC2_WebDB-final" in msg and "SBW_EC2_ShinyDWH-final" in msg
     # (moto drops a volume's tags: the data volumes' snapshots are named by their logical ids.)
     assert "WebDbDataVolume-final" in msg and "DwhDataVolume-final" in msg
-    # 10 + 10 GiB of root and 20 + 40 GiB of data volume snapshots at 0.05, 1 key at 1.00, 2,000 bytes of raw
-    # versions, 0 for the parameters.
-    assert "kept 8 item(s), 5.00 USD/month (delete them with -e sbw_teardown_purge=true)" in msg, msg
+    # The backup bucket is reported with every version's bytes (2,000) and its S3 Standard price.
+    assert f"bucket | {backups} | 0.0 MiB (every version) | 0.0" in msg, msg
+    # 10 + 10 GiB of root and 20 + 40 GiB of data volume snapshots at 0.05, 1 key at 1.00, 2,000 bytes each of
+    # raw and backup versions, 0 for the parameters.
+    assert "kept 9 item(s), 5.00 USD/month (delete them with -e sbw_teardown_purge=true)" in msg, msg
     # The raw bucket still holds both versions of its object.
     versions = client(endpoint, "s3").list_object_versions(Bucket=raw)["Versions"]
     assert len(versions) == 2
+    # So does the backup bucket: both repositories, the old version of backup.info too.
+    versions = client(endpoint, "s3").list_object_versions(Bucket=backups)["Versions"]
+    assert sorted(v["Key"] for v in versions) == [
+        "dwh/archive/main/15-1/0000000100000000/x.gz",
+        "webdb/backup/main/backup.info",
+        "webdb/backup/main/backup.info",
+    ]
 
     second = run_teardown(endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}")
     assert second.returncode == 0, second.stdout[-4000:]
     assert play_recap(second.stdout)["localhost"]["changed"] == 0
     assert account_state(endpoint) == after
-    assert "done: 0 step(s); kept 8 item(s), 5.00 USD/month" in report(second)
+    assert "done: 0 step(s); kept 9 item(s), 5.00 USD/month" in report(second)
 
     purge = run_teardown(
         endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "-e", "sbw_teardown_purge=true"
@@ -217,6 +236,8 @@ def test_default_keeps_only_what_it_reports_then_purge_leaves_nothing(deployed: 
     }
     assert set(gone["keys"].values()) <= {"PendingDeletion"}
     assert "nothing kept." in report(purge)
+    # The backup bucket went too, emptied of every version first (a bucket with versions does not delete).
+    assert backups not in gone["buckets"]
 
     again = run_teardown(
         endpoint, workdir, "-e", f"sbw_confirm_teardown={ACCOUNT}", "-e", "sbw_teardown_purge=true"

@@ -163,6 +163,15 @@ class Assumptions:
     webdb_volume_gb: int = 20
     dwh_volume_gb: int = 40
     data_volume_snapshots: int = 1
+    # pgBackRest's repositories in the storage stack's backup bucket (S3 Standard), both clusters. An upper
+    # bound like the snapshots': each full backup is its data volume full, compressed 3:1 (pgBackRest's
+    # compression on row data; 60 GB of volumes -> 20 GB per full of both); four such copies are stored:
+    # two full backups (repo1-retention-full=2, assumed), the differentials and WAL between them (about one
+    # full's worth), and the full pgBackRest last expired, kept as noncurrent versions for
+    # BackupRetentionDays (35 days). Requests (WAL segment and backup file PUTs, a few thousand a month at
+    # these write rates) are cents and not counted.
+    backup_compression: float = 3.0
+    backup_copies: float = 4.0
     endpoints: int = 4  # ssm, ssmmessages, ec2messages, monitoring (the disk metric) in one AZ
     endpoint_gb_per_month: float = 2.0  # SSM sessions, agent traffic, ETL's parameter reads
     # Every alarm of the templates (hosts: status checks; ingest: 5xx/4xx rates, errors, throttles; etl).
@@ -274,6 +283,11 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
             f"{a.data_volume_snapshots} x {a.webdb_volume_gb + a.dwh_volume_gb} GB",
             a.data_volume_snapshots * (a.webdb_volume_gb + a.dwh_volume_gb) * _p("ebs_snapshot"),
         ),
+        Item(
+            "S3 backups (pgBackRest, both clusters)",
+            f"{a.backup_copies:g} x {(a.webdb_volume_gb + a.dwh_volume_gb) / a.backup_compression:,.0f} GB",
+            a.backup_copies * (a.webdb_volume_gb + a.dwh_volume_gb) / a.backup_compression * _p("s3_storage"),
+        ),
         Item("Public IPv4 (webdb Elastic IP)", f"{HOURS_PER_MONTH} h", HOURS_PER_MONTH * _p("public_ipv4")),
         Item(
             "Interface endpoints (ssm, ssmmessages, ec2messages, monitoring)",
@@ -313,7 +327,7 @@ def estimate(rate: float, batch: int, a: Assumptions | None = None) -> Estimate:
 
 # What playbooks/teardown.yml keeps by default, per unit of `amount` (sbw_ops.teardown reports each).
 KEPT_PRICES = {
-    "bucket": "s3_storage",  # GiB of every version
+    "bucket": "s3_storage",  # GiB of every version (raw, assets and the pgBackRest backup bucket)
     "snapshot": "ebs_snapshot",  # GiB (the volume's size: an upper bound, snapshots bill used blocks)
     "kms_key": "kms_key",  # keys (requests: none while nothing runs)
     "parameter": "ssm_parameter_standard",  # parameters

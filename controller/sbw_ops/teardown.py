@@ -1,8 +1,9 @@
 """Take the platform's stacks down, keeping the data unless told to purge it (playbooks/teardown.yml).
 
 The stacks go in the reverse of their deploy order (lake, auth, etl, ingest, hosts, storage, network,
-alerts). What the templates retain (`DeletionPolicy: Retain`) decides what is data: by default the raw
-and assets buckets, the /sbw/* parameters with their KMS key and the user pool stay; each retained
+alerts). What the templates retain (`DeletionPolicy: Retain`) decides what is data: by default the raw,
+assets and backup (pgBackRest) buckets, the /sbw/* parameters with their KMS key and the user pool stay
+(the backups need two of those parameters, their passphrases, to be restored); each retained
 instance leaves a final snapshot of its root volume before it is terminated, so the network can go; each
 PostgreSQL data volume (`DeletionPolicy: Snapshot`) leaves the snapshot CloudFormation takes as it deletes
 the stack, tagged by the teardown like the others. The kept items come back with their monthly cost
