@@ -56,7 +56,13 @@ def test_every_alarm_watches_a_metric_the_handler_emits(
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", service)
     now = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
     behind = event_key(now - timedelta(hours=2), uuid7(int((now - timedelta(hours=2)).timestamp() * 1000)))
-    partial = {"status": "partial", "mode": "incremental", "watermark": behind, "objects_quarantined": 2}
+    partial = {
+        "status": "partial",
+        "mode": "incremental",
+        "watermark": behind,
+        "objects_quarantined": 2,
+        "duration_ms": 840_500,
+    }
     emf = _emf(capsys, partial, now)
     (directive,) = emf["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == namespace and directive["Dimensions"] == [["service"]]
@@ -65,6 +71,7 @@ def test_every_alarm_watches_a_metric_the_handler_emits(
     assert emf["LagSeconds"] == [pytest.approx(7200, abs=1)]
     assert (emf["RunPartial"], emf["RunSkipped"], emf["ObjectsQuarantined"]) == ([1.0], [0.0], [2.0])
     assert emf["RunSucceeded"] == [0.0]  # the freshness alarm counts these
+    assert emf["DurationSeconds"] == [840.5]  # how close a run comes to its 15-minute limit
     ours = {
         name: r["Properties"]
         for name, r in template["Resources"].items()

@@ -129,6 +129,8 @@ def emit_metrics(summary: dict[str, Any], now: datetime | None = None) -> None:
     metrics.add_metric("ObjectsLoaded", MetricUnit.Count, summary.get("objects_loaded", 0))
     metrics.add_metric("ObjectsQuarantined", MetricUnit.Count, summary.get("objects_quarantined", 0))
     metrics.add_metric("RowsInserted", MetricUnit.Count, summary.get("rows_inserted", 0))
+    if "duration_ms" in summary:
+        metrics.add_metric("DurationSeconds", MetricUnit.Seconds, summary["duration_ms"] / 1000)
     lag = lag_seconds(summary, now or datetime.now(UTC))
     if lag is not None:
         metrics.add_metric("LagSeconds", MetricUnit.Seconds, lag)
