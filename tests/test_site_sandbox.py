@@ -385,6 +385,34 @@ def test_app_role_refused_from_a_disallowed_address(
 
 def test_no_secret_in_the_logs(site_runs: Any, configured: None, sandbox: Sandbox) -> None:
     first, second = site_runs
-    for name in ("/sbw/webdb/app_password", "/sbw/dwh/etl_password", "/sbw/dwh/dashboard_password"):
+    for name in (
+        "/sbw/webdb/app_password",
+        "/sbw/dwh/etl_password",
+        "/sbw/dwh/dashboard_password",
+        "/sbw/webdb/pgbackrest_cipher_pass",
+        "/sbw/dwh/pgbackrest_cipher_pass",
+    ):
         secret = sandbox.secret(name)
         assert secret not in first.stdout and secret not in second.stdout
+
+
+def test_both_hosts_archive_wal_and_hold_a_first_full_backup_in_their_own_prefix(
+    site_runs: Any, configured: None, sandbox: Sandbox
+) -> None:
+    """roles/pgbackrest through site.yml: each host's repository under its own prefix of the backup bucket
+    (in moto, reached over TLS), encrypted, with the first full backup and archived WAL."""
+    facts = yaml.safe_load(Path(sandbox.extra_vars["sbw_stacks_facts_file"]).read_text())
+    s3 = boto3.client("s3", endpoint_url=sandbox.endpoint_url, region_name="ap-southeast-1")
+    keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=facts["sbw_backup_bucket"])
+        for item in page.get("Contents", [])
+    ]
+    for prefix in ("webdb", "dwh"):
+        assert any(k.startswith(f"{prefix}/backup/main/") and "F/" in k for k in keys), (prefix, keys[:20])
+        assert any(k.startswith(f"{prefix}/archive/main/") for k in keys), prefix
+    assert {k.split("/")[0] for k in keys} == {"webdb", "dwh"}
+    info = s3.get_object(Bucket=facts["sbw_backup_bucket"], Key="webdb/backup/main/backup.info")[
+        "Body"
+    ].read()
+    assert b"[backup:current]" not in info  # encrypted: pgBackRest's plain info file is an INI text
