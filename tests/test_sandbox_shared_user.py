@@ -33,6 +33,7 @@ def test_join_and_leave_report_each_step_and_the_last_user_removes_the_run_direc
     assert _run(SHARED, "join", str(run_dir), "b") == "joined"
     assert _run(DAEMON, "start", pidfile, str(tmp_path / "log"), "sleep", "600") == "started"
     assert _run(SHARED, "leave", str(run_dir), "a", pidfile) == "left"
+    assert _run(SHARED, "leave", str(run_dir), "a", pidfile) == "absent"  # again: nothing to do (changed=0)
     subprocess.run([DAEMON, "status", pidfile], check=True)  # b still uses it
     assert _run(SHARED, "leave", str(run_dir), "b", pidfile) == "last"
     assert not run_dir.exists()

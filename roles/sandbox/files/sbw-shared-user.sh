@@ -7,7 +7,8 @@
 #                                                  or "present"
 #   sbw-shared-user.sh leave RUN_DIR USER PIDFILE  removes the token; when no token is left, stops the
 #                                                  daemon by PIDFILE (sbw-daemon.sh) and removes RUN_DIR;
-#                                                  prints "left" (others remain), "last" or "absent"
+#                                                  prints "left" (others remain), "last", or "absent"
+#                                                  (no token of USER and others remain, or no RUN_DIR)
 set -euo pipefail
 
 action=${1:?action}
@@ -34,9 +35,13 @@ leave)
         echo absent
         exit 0
     fi
-    rm -f "$run_dir/users/$user"
+    joined=no
+    if [ -e "$run_dir/users/$user" ]; then
+        rm -f "$run_dir/users/$user"
+        joined=yes
+    fi
     if [ -n "$(ls -A "$run_dir/users" 2>/dev/null)" ]; then
-        echo left
+        [ $joined = yes ] && echo left || echo absent  # others remain; "absent": this user had left already
         exit 0
     fi
     "$(dirname "${BASH_SOURCE[0]}")/sbw-daemon.sh" stop "$pidfile" >/dev/null
