@@ -19,7 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 ROLES = REPO / "roles"
 AMI_LIST = REPO / "tests" / "data" / "debian12_ec2_ami_packages.txt"
 # Roles applied to the private dwh host (playbooks/dwh.yml), whose packages come from the S3 repository.
-DWH_ROLES = ("apt_private_source", "postgresql", "dw_schema", "shiny_server", "sbw_dashboard", "host_metrics")
+DWH_ROLES = (
+    "apt_private_source",
+    "postgresql",
+    "pgbackrest",
+    "dw_schema",
+    "shiny_server",
+    "sbw_dashboard",
+    "host_metrics",
+)
 # What a role's tasks need on the host for a given use, and the Debian package that provides it.
 NEEDS = {
     "become_user": "acl",  # Ansible shares the module file with the become user through setfacl
